@@ -1,0 +1,267 @@
+"""The data of one identity-task run: the training image(s) and every named test set.
+
+Training is full batch on one image by default (an MNIST training "7"); each test set is its own
+test dataloader so its scores are logged under its own name (`test/<set>/...`). The fixed probe
+inputs of the paper's figures 2 and 3 come from `probe_inputs()`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import torch
+import torch.distributed as dist
+from pytorch_lightning import LightningDataModule
+from torch.utils.data import DataLoader, IterableDataset, TensorDataset
+
+from datamodules import patterns, sources
+from identity_crisis.errors import ConfigError, DataNotFoundError, check_choice, check_positive
+
+TRAIN_DATASETS = ("mnist", "fashion", "cifar10")
+TEST_SETS = (
+    "mnist",
+    "fashion",
+    "mnist_pairs",
+    "patterns",
+    "gaussian_noise",
+    "uniform_noise",
+    "checkerboard",
+    "cifar10",
+    "folder",
+)
+DEFAULT_TEST_SETS = (
+    "mnist",
+    "fashion",
+    "mnist_pairs",
+    "patterns",
+    "gaussian_noise",
+    "uniform_noise",
+    "checkerboard",
+)
+NUM_TRAIN_MODES = ("first", "per_class")
+
+# The probe panel: the columns of the paper's figures 2 and 3 after the training image, plus one
+# noise image. Test-split indices chosen once to resemble the paper's columns.
+MNIST_PAIR = (1, 3)  # a "2" and a "0", averaged
+MNIST_DIGITS = (4, 7)  # a "4" and a "9"
+FASHION_ITEMS = (9, 1)  # a sneaker and a pullover
+PROBE_NAMES = (
+    "train",
+    "mnist_pair",
+    "mnist_4",
+    "mnist_9",
+    "fashion_sneaker",
+    "fashion_pullover",
+    *patterns.PATTERN_KINDS,
+    "gaussian_noise",
+)
+
+
+class FullBatchStream(IterableDataset):
+    """The whole training set as one batch, forever: one optimizer step per batch, no epoch
+    boundaries to pay for; the Trainer stops at `max_steps`. Under DDP each rank streams its own
+    shard, so the ranks together see the full batch."""
+
+    def __init__(self, images: torch.Tensor):
+        self.images = images
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        images = self.images
+        if dist.is_available() and dist.is_initialized():
+            images = images[dist.get_rank() :: dist.get_world_size()]
+        while True:
+            yield images
+
+
+class SingleExampleDataModule(LightningDataModule):
+    """One training image (or `num_train` of them) and the named test sets.
+
+    Args:
+        root: data root; default `$IDC_DATA_DIR`, else `./data`.
+        download: let torchvision download what is missing (needs internet).
+        train_dataset: mnist, fashion or cifar10; it fixes the image shape of the whole run.
+        train_split: train or test split to take the training image(s) from.
+        train_class: class of the training image (7 = the paper's "7"); null = any class.
+        train_index: position within that class (0 = the first 7 of MNIST's train split,
+            absolute index 15); null = a random one drawn with `train_seed`.
+        train_seed: seed of that draw (used only when `train_index` is null).
+        num_train: number of training images; > 1 takes `num_train` consecutive ones of the
+            class from `train_index` on ("first"), or that many of every class ("per_class").
+        num_train_mode: first or per_class.
+        test_sets: names of the test sets to evaluate (see TEST_SETS); `folder` is added when
+            `image_folder` is given.
+        test_size: images per test set (the first ones of a split, or seeded synthetic ones).
+        test_sizes: per-set overrides of `test_size`; the folder set holds all its images unless
+            named here.
+        test_seed: seed of the synthetic sets and of the MNIST pairs.
+        image_folder: a folder of image files to probe the net with (the `folder` test set).
+        batch_size: test batch size.
+    """
+
+    def __init__(
+        self,
+        root: str | None = None,
+        download: bool = True,
+        train_dataset: str = "mnist",
+        train_split: str = "train",
+        train_class: int | None = 7,
+        train_index: int | None = 0,
+        train_seed: int = 0,
+        num_train: int = 1,
+        num_train_mode: str = "first",
+        test_sets: Sequence[str] = DEFAULT_TEST_SETS,
+        test_size: int = 100,
+        test_sizes: dict[str, int] | None = None,
+        test_seed: int = 0,
+        image_folder: str | None = None,
+        batch_size: int = 256,
+    ):
+        super().__init__()
+        self.save_hyperparameters(logger=False)
+        check_choice("--data.train_dataset", train_dataset, TRAIN_DATASETS)
+        check_choice("--data.train_split", train_split, ("train", "test"))
+        check_choice("--data.num_train_mode", num_train_mode, NUM_TRAIN_MODES)
+        check_positive("--data.num_train", num_train)
+        check_positive("--data.test_size", test_size)
+        check_positive("--data.batch_size", batch_size)
+        if train_index is not None and train_index < 0:
+            raise ConfigError(f"--data.train_index={train_index} is not valid; it must be >= 0")
+        if num_train_mode == "per_class" and train_class is not None:
+            raise ConfigError(
+                f"--data.num_train_mode=per_class takes images of every class, but "
+                f"--data.train_class={train_class}; set --data.train_class=null"
+            )
+        self.test_set_names = list(dict.fromkeys(test_sets))
+        for name in self.test_set_names:
+            check_choice("--data.test_sets entry", name, TEST_SETS)
+        if image_folder is not None:
+            sources.image_folder_files(image_folder)
+            if "folder" not in self.test_set_names:
+                self.test_set_names.append("folder")
+        elif "folder" in self.test_set_names:
+            raise ConfigError("--data.test_sets names 'folder' but --data.image_folder is not set")
+        self.test_sizes = dict(test_sizes or {})
+        for name, size in self.test_sizes.items():
+            check_choice("--data.test_sizes key", name, self.test_set_names)
+            check_positive(f"--data.test_sizes.{name}", size)
+
+        self.root = sources.resolve_root(root)
+        self.image_shape = sources.NATIVE_SHAPES[train_dataset]
+        # The probe panel needs MNIST and Fashion-MNIST test images whatever the run trains on.
+        needed = [(train_dataset, train_split == "train"), ("mnist", False), ("fashion", False)]
+        needed += [(n, False) for n in self.test_set_names if n in sources.SOURCES]
+        missing = []
+        for name, train in dict.fromkeys(needed):
+            try:
+                sources.ensure_available(name, self.root, train, download)
+            except DataNotFoundError as error:
+                missing.append(str(error))
+        if missing:
+            raise DataNotFoundError("\n".join(missing))
+
+        self.train_images: torch.Tensor | None = None
+        self.train_indices: list[int] = []
+        self.test_inputs: dict[str, torch.Tensor] = {}
+        self._splits: dict[tuple[str, bool], tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def name_parts(self) -> list[str]:
+        """The training data in a run name: 'mnist7', plus the index, count and mode when they
+        differ from the defaults."""
+        hp = self.hparams
+        parts = [f"{hp.train_dataset}{'all' if hp.train_class is None else hp.train_class}"]
+        if hp.train_split != "train":
+            parts.append(hp.train_split)
+        if hp.train_index is None:
+            parts.append(f"r{hp.train_seed}")
+        elif hp.train_index != 0:
+            parts.append(f"i{hp.train_index}")
+        if hp.num_train > 1:
+            parts.append(f"n{hp.num_train}" + ("pc" if hp.num_train_mode == "per_class" else ""))
+        return parts
+
+    def _split(self, name: str, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        if (name, train) not in self._splits:
+            self._splits[(name, train)] = sources.load_split(name, self.root, train)
+        return self._splits[(name, train)]
+
+    def _shaped(self, images: torch.Tensor) -> torch.Tensor:
+        return sources.to_shape(images, self.image_shape)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_images is None:
+            self.train_indices = self._choose_train_indices()
+            images, _ = self._split(self.hparams.train_dataset, self.hparams.train_split == "train")
+            self.train_images = images[self.train_indices].clone()
+        if stage in (None, "test", "predict") and not self.test_inputs:
+            self.test_inputs = {name: self._build_test_set(name) for name in self.test_set_names}
+
+    def _choose_train_indices(self) -> list[int]:
+        hp = self.hparams
+        _, labels = self._split(hp.train_dataset, hp.train_split == "train")
+        classes = [hp.train_class] if hp.num_train_mode == "first" else labels.unique().tolist()
+        chosen: list[int] = []
+        for cls in classes:
+            pool = torch.arange(len(labels)) if cls is None else (labels == cls).nonzero()[:, 0]
+            what = f"{hp.train_dataset} {hp.train_split} images" + (
+                "" if cls is None else f" of class {cls}"
+            )
+            if len(pool) == 0:
+                raise ConfigError(f"--data.train_class={cls}: there are no {what}")
+            if hp.train_index is None:
+                generator = torch.Generator().manual_seed(hp.train_seed)
+                picks = pool[torch.randperm(len(pool), generator=generator)[: hp.num_train]]
+            else:
+                picks = pool[hp.train_index : hp.train_index + hp.num_train]
+            if len(picks) < hp.num_train:
+                raise ConfigError(
+                    f"--data.train_index={hp.train_index} with --data.num_train={hp.num_train} "
+                    f"needs {hp.num_train} images but there are {len(pool)} {what}"
+                )
+            chosen += picks.tolist()
+        return chosen
+
+    def _size(self, name: str) -> int | None:
+        if name in self.test_sizes:
+            return self.test_sizes[name]
+        return None if name == "folder" else self.hparams.test_size
+
+    def _build_test_set(self, name: str) -> torch.Tensor:
+        size, seed, side = self._size(name), self.hparams.test_seed, self.image_shape[-1]
+        if name in sources.SOURCES:
+            images, _ = self._split(name, False)
+            return self._shaped(images[:size])
+        if name == "mnist_pairs":
+            images, _ = self._split("mnist", False)
+            generator = torch.Generator().manual_seed(seed)
+            order = torch.randperm(len(images), generator=generator)[: 2 * size]
+            return self._shaped((images[order[0::2]] + images[order[1::2]]) / 2)
+        if name == "patterns":
+            return self._shaped(patterns.pattern_set(patterns.PATTERN_KINDS, size, seed, side))
+        if name in patterns.NOISE_KINDS:
+            return self._shaped(patterns.pattern_set([name], size, seed, side))
+        files = sources.load_image_folder(self.hparams.image_folder, size)
+        return torch.cat([self._shaped(image) for image in files])
+
+    def probe_inputs(self) -> torch.Tensor:
+        """The panel's inputs, in PROBE_NAMES order: (14, C, H, W)."""
+        mnist, _ = self._split("mnist", False)
+        fashion, _ = self._split("fashion", False)
+        side = self.image_shape[-1]
+        kinds = (*patterns.PATTERN_KINDS, "gaussian_noise")
+        synthetic = torch.stack([patterns.canonical_pattern(k, side) for k in kinds]).unsqueeze(1)
+        grey = [
+            (mnist[MNIST_PAIR[0]] + mnist[MNIST_PAIR[1]]).unsqueeze(0) / 2,
+            mnist[list(MNIST_DIGITS)],
+            fashion[list(FASHION_ITEMS)],
+            synthetic,
+        ]
+        return torch.cat([self.train_images[:1], *(self._shaped(g) for g in grey)])
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(FullBatchStream(self.train_images), batch_size=None)
+
+    def test_dataloader(self) -> list[DataLoader]:
+        return [
+            DataLoader(TensorDataset(self.test_inputs[name]), batch_size=self.hparams.batch_size)
+            for name in self.test_set_names
+        ]

@@ -1,0 +1,233 @@
+"""Where images come from: MNIST, Fashion-MNIST and CIFAR-10 under a data root, and folders of
+image files. Every loader returns float images (N, C, H, W) in [0, 1] and integer labels.
+
+The data root is `--data.root`, else the `IDC_DATA_DIR` environment variable, else `./data`, laid
+out as torchvision lays it out (`MNIST/raw/*.gz`, `FashionMNIST/raw/*.gz`,
+`cifar-10-batches-py/`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torchvision import datasets
+
+from identity_crisis.errors import ConfigError, DataNotFoundError
+
+DATA_DIR_ENV = "IDC_DATA_DIR"
+CACHE_DIR_ENV = "IDC_CACHE_DIR"
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+def resolve_root(root: str | os.PathLike | None) -> Path:
+    return Path(root or os.environ.get(DATA_DIR_ENV) or "data").expanduser().resolve()
+
+
+def cache_dir() -> Path:
+    default = Path.home() / ".cache" / "identity-crisis"
+    return Path(os.environ.get(CACHE_DIR_ENV) or default).expanduser()
+
+
+@dataclass(frozen=True)
+class IdxDataset:
+    """An MNIST-format data set that torchvision reads from `<root>/<folder>/raw`."""
+
+    name: str
+    torchvision_class: type
+    folder: str
+
+    @property
+    def gz_files(self) -> list[str]:
+        return [filename for filename, _ in self.torchvision_class.resources]
+
+    def _raw_files(self, root: Path, compressed: bool) -> list[Path]:
+        names = self.gz_files if compressed else [n.removesuffix(".gz") for n in self.gz_files]
+        return [root / self.folder / "raw" / n for n in names]
+
+    def available(self, root: Path, train: bool = True) -> bool:
+        return all(p.exists() for p in self._raw_files(root, False)) or all(
+            p.exists() for p in self._raw_files(root, True)
+        )
+
+    def missing_message(self, root: Path, train: bool = True) -> str:
+        where = root / self.folder / "raw"
+        return (
+            f"{self.name} is not under the data root {root}: put {', '.join(self.gz_files)} in "
+            f"{where}/ (or point --data.root / ${DATA_DIR_ENV} at a folder that has them), or "
+            f"run once with internet access and --data.download=true"
+        )
+
+    def download(self, root: Path, train: bool) -> None:
+        self.torchvision_class(root, train=train, download=True)
+
+    def _readable_root(self, root: Path) -> Path:
+        """A root torchvision can read without writing next to the user's files.
+
+        torchvision reads only the uncompressed IDX files; when the root holds just the original
+        .gz files (a read-only, shared copy, say), they are linked into a private cache and
+        extracted there, after torchvision has checked their md5.
+        """
+        if all(p.exists() for p in self._raw_files(root, False)):
+            return root
+        if all(p.exists() for p in self._raw_files(root, True)):
+            key = hashlib.sha1(str(root).encode()).hexdigest()[:12]
+            cached = cache_dir() / "extracted" / key
+            if not all(p.exists() for p in self._raw_files(cached, False)):
+                self._extract_into(root, cached)
+            return cached
+        raise DataNotFoundError(self.missing_message(root))
+
+    def _extract_into(self, root: Path, cached: Path) -> None:
+        cached.mkdir(parents=True, exist_ok=True)
+        # Parallel sweep workers extract at once: build in a private folder and rename it into
+        # place, so no reader ever sees a half-written file.
+        staging = Path(tempfile.mkdtemp(dir=cached, prefix=".extract-"))
+        try:
+            raw = staging / self.folder / "raw"
+            raw.mkdir(parents=True)
+            for name in self.gz_files:
+                (raw / name).symlink_to(root / self.folder / "raw" / name)
+            # download=True with the archives present checks their md5 and only extracts.
+            self.torchvision_class(staging, train=True, download=True)
+            try:
+                (staging / self.folder).rename(cached / self.folder)
+            except OSError:
+                if not all(p.exists() for p in self._raw_files(cached, False)):
+                    raise
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    def load(self, root: Path, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        dataset = self.torchvision_class(self._readable_root(root), train=train)
+        return dataset.data.unsqueeze(1).float() / 255.0, dataset.targets.clone()
+
+
+class _CIFAR10Split(datasets.CIFAR10):
+    """CIFAR-10 that needs only the files of the split it reads.
+
+    torchvision checks the md5 of all six batch files even to read the test batch; this checks
+    that the needed files exist, so a probe can run with only `test_batch` and `batches.meta`.
+    """
+
+    # The md5 of batches.meta is dropped too: a probe set written in the real format is
+    # accepted; the real archive is md5-checked when torchvision downloads it.
+    meta = {**datasets.CIFAR10.meta, "md5": None}
+
+    def _check_integrity(self) -> bool:
+        needed = (self.train_list if self.train else self.test_list) + [(self.meta["filename"], "")]
+        return all((Path(self.root) / self.base_folder / name).exists() for name, _ in needed)
+
+
+class CIFAR10Source:
+    name = "CIFAR-10"
+    folder = "cifar-10-batches-py"
+
+    def files(self, train: bool) -> list[str]:
+        return [n for n, _ in datasets.CIFAR10.train_list] if train else ["test_batch"]
+
+    def available(self, root: Path, train: bool = False) -> bool:
+        folder = root / self.folder
+        return all((folder / n).exists() for n in [*self.files(train), "batches.meta"])
+
+    def missing_message(self, root: Path, train: bool = False) -> str:
+        return (
+            f"CIFAR-10 is not under the data root {root}: put "
+            f"{', '.join([*self.files(train), 'batches.meta'])} (from cifar-10-python.tar.gz) in "
+            f"{root / self.folder}/, or run once with internet access and --data.download=true"
+        )
+
+    def download(self, root: Path, train: bool) -> None:
+        datasets.CIFAR10(root, train=train, download=True)
+
+    def load(self, root: Path, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.available(root, train):
+            raise DataNotFoundError(self.missing_message(root, train))
+        dataset = _CIFAR10Split(root, train=train)
+        images = torch.from_numpy(dataset.data).permute(0, 3, 1, 2).float() / 255.0
+        return images, torch.tensor(dataset.targets)
+
+
+SOURCES = {
+    "mnist": IdxDataset("MNIST", datasets.MNIST, "MNIST"),
+    "fashion": IdxDataset("Fashion-MNIST", datasets.FashionMNIST, "FashionMNIST"),
+    "cifar10": CIFAR10Source(),
+}
+
+# Each data set's native image shape (channels, height, width).
+NATIVE_SHAPES = {"mnist": (1, 28, 28), "fashion": (1, 28, 28), "cifar10": (3, 32, 32)}
+
+
+def ensure_available(name: str, root: Path, train: bool, download: bool) -> None:
+    """Download what is missing (when allowed) now, so a missing data set fails before
+    any training starts, with one message that says which files to put where."""
+    source = SOURCES[name]
+    if source.available(root, train):
+        return
+    if not download:
+        raise DataNotFoundError(source.missing_message(root, train))
+    try:
+        source.download(root, train)
+    except Exception as error:  # offline, proxy, disk full: all say the same to the user
+        raise DataNotFoundError(
+            f"{source.missing_message(root, train)} (download failed: {_first_line(error)})"
+        ) from error
+
+
+def load_split(name: str, root: Path, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    return SOURCES[name].load(root, train)
+
+
+def to_shape(images: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:
+    """Convert (N, C, H, W) images to `shape`: grey <-> RGB, then a bilinear, antialiased resize."""
+    channels, height, width = shape
+    if images.shape[1] != channels:
+        if channels == 3:
+            images = images.expand(-1, 3, -1, -1)
+        else:
+            weights = torch.tensor([0.299, 0.587, 0.114], dtype=images.dtype)
+            images = (images * weights.view(1, 3, 1, 1)).sum(dim=1, keepdim=True)
+    if images.shape[-2:] != (height, width):
+        images = F.interpolate(
+            images, size=(height, width), mode="bilinear", antialias=True, align_corners=False
+        ).clamp(0, 1)
+    return images.contiguous()
+
+
+def image_folder_files(folder: str | os.PathLike) -> list[Path]:
+    path = Path(folder).expanduser()
+    if not path.is_dir():
+        raise ConfigError(f"--data.image_folder={str(folder)!r} is not a folder")
+    files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise ConfigError(
+            f"--data.image_folder={str(folder)!r} holds no image files "
+            f"(looked for {', '.join(IMAGE_SUFFIXES)})"
+        )
+    return files
+
+
+def load_image_folder(folder: str | os.PathLike, limit: int | None = None) -> list[torch.Tensor]:
+    """The folder's images in name order, each (1, 3, H, W) in [0, 1] at its own size."""
+    files = image_folder_files(folder)[:limit]
+    return [_read_image(p) for p in files]
+
+
+def _read_image(path: Path) -> torch.Tensor:
+    with Image.open(path) as image:
+        rgb = image.convert("RGB")
+        data = torch.frombuffer(bytearray(rgb.tobytes()), dtype=torch.uint8)
+        return data.view(rgb.height, rgb.width, 3).permute(2, 0, 1).float().unsqueeze(0) / 255.0
+
+
+def _first_line(error: BaseException) -> str:
+    """The last non-empty line of a download error: torchvision lists every mirror it tried."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[-1] if lines else type(error).__name__

@@ -1,0 +1,1 @@
+"""Reproduction of "Identity Crisis" (Zhang et al. 2020)."""

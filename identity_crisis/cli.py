@@ -1,0 +1,277 @@
+"""The `identity-crisis` command.
+
+    identity-crisis fit --config configs/cnn.yaml                  # the default experiment
+    identity-crisis fit --config configs/cnn.yaml --model.depth=20 --trainer.max_steps=1500
+    identity-crisis fit --config configs/fcn.yaml --print_config   # the resolved config
+    identity-crisis fit --help
+
+`fit` trains a net on the one training image, then, in the same process and the same W&B run,
+scores it on every test set and writes the panels. Everything goes to a run folder,
+`<run.root>/<group>/<name>` (or `--run.dir`), named from the hyperparameters; the last line
+printed is `run folder: <path>`. W&B runs offline unless a key is set (see `.env.example`).
+
+Exit codes: 0 done; 1 the run failed (diverged, crashed or interrupted: recorded as failed in
+`metrics.json` and W&B, never as a result); 2 a bad command line or config (nothing ran).
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import os
+import re
+import sys
+import warnings
+from pathlib import Path
+
+import wandb
+from jsonargparse import ArgumentError, Namespace
+from pytorch_lightning import Trainer
+from pytorch_lightning.cli import LightningCLI
+from pytorch_lightning.loggers import WandbLogger
+
+from datamodules.single_example import SingleExampleDataModule
+from identity_crisis.errors import ConfigError, TrainingFailed
+from identity_crisis.tracking import load_env_file, resolve_wandb_mode
+from lightning_modules.base import IdentityTaskModule
+from lightning_modules.callbacks import METRICS_FILE, ProbePanels, RunSummary, write_json
+
+RUN_DIR_ENV = "IDC_RUN_DIR"
+# Subcommands beside LightningCLI's `fit`, each a module with main(argv).
+OTHER_COMMANDS = {"sweep": "identity_crisis.sweep"}
+DEFAULT_PROJECT = "identity-crisis"
+
+# One image per step: checkpoints, model summaries and sanity checks cost more than the work, so
+# they are off unless asked for; the progress bar only shows on a terminal, not in sweep logs.
+TRAINER_DEFAULTS = {
+    "max_steps": 1500,
+    "enable_checkpointing": False,
+    "enable_model_summary": False,
+    "enable_progress_bar": sys.stderr.isatty(),
+    "num_sanity_val_steps": 0,
+    "log_every_n_steps": 50,
+    "devices": 1,
+}
+
+
+def flatten_config(config: dict, prefix: str = "") -> dict:
+    """{'model': {'class_path': ..., 'init_args': {'depth': 3}}} -> {'model.depth': 3, ...}: the
+    names the command line and the sweep files use."""
+    flat = {}
+    for key, value in config.items():
+        if key == "init_args":
+            flat.update(flatten_config(value, prefix))
+            continue
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten_config(value, f"{name}."))
+        else:
+            flat[name] = list(value) if isinstance(value, tuple) else value
+    return flat
+
+
+class IdentityCrisisCLI(LightningCLI):
+    """LightningCLI for the identity task: one model family (`model.class_path`), the single
+    example data module, the run options (`run.*`) and a W&B logger named from the config."""
+
+    def __init__(self, args: list[str] | None = None, run: bool = True):
+        self.run_dir: Path | None = None
+        self.run_name = self.run_group = None
+        super().__init__(
+            model_class=IdentityTaskModule,
+            subclass_mode_model=True,
+            datamodule_class=SingleExampleDataModule,
+            seed_everything_default=0,
+            trainer_defaults={**TRAINER_DEFAULTS, "callbacks": [ProbePanels(), RunSummary()]},
+            save_config_kwargs={"overwrite": True},
+            # Parse errors come back as exceptions, so main() can say them in one line.
+            parser_kwargs={"parser_mode": "omegaconf", "exit_on_error": False},
+            auto_configure_optimizers=False,
+            args=args,
+            run=run,
+        )
+
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        return {"fit": {"model", "train_dataloaders", "val_dataloaders", "datamodule"}}
+
+    def add_arguments_to_parser(self, parser) -> None:
+        # The data fixes the image shape (CIFAR-10 is 3 x 32 x 32); the net follows it.
+        parser.link_arguments(
+            "data.image_shape", "model.init_args.image_shape", apply_on="instantiate"
+        )
+        parser.add_argument(
+            "--run.root",
+            type=str,
+            default=os.environ.get(RUN_DIR_ENV, "runs"),
+            help=f"folder of run folders (default ${RUN_DIR_ENV}, else ./runs)",
+        )
+        parser.add_argument("--run.dir", type=str | None, default=None, help="exact run folder")
+        parser.add_argument("--run.name", type=str | None, default=None, help="default: derived")
+        parser.add_argument(
+            "--run.group", type=str | None, default=None, help="W&B group; default: derived"
+        )
+        parser.add_argument(
+            "--run.project", type=str, default=os.environ.get("WANDB_PROJECT", DEFAULT_PROJECT)
+        )
+        parser.add_argument("--run.entity", type=str | None, default=os.environ.get("WANDB_ENTITY"))
+        parser.add_argument("--run.tags", type=list[str], default=[])
+
+    def _config(self) -> Namespace:
+        return self.config.get(str(self.subcommand), self.config)
+
+    def derived_names(self) -> tuple[str, str]:
+        """(name, group): the hyperparameters, with and without the seed, so a dashboard groups
+        the seeds of one configuration."""
+        config = self._config()
+        base = "-".join(self.model.name_parts() + self.datamodule.name_parts())
+        name = config.run.name or f"{base}-s{config.seed_everything}"
+        return name, config.run.group or base
+
+    def instantiate_trainer(self, **kwargs) -> Trainer:
+        config = self._config()
+        self.run_name, self.run_group = self.derived_names()
+        folder = config.run.dir or Path(config.run.root) / self.run_group / self.run_name
+        self.run_dir = Path(folder).resolve()
+        logger = WandbLogger(
+            name=self.run_name,
+            group=self.run_group,
+            project=config.run.project,
+            entity=config.run.entity,
+            tags=list(config.run.tags),
+            save_dir=str(self.run_dir),
+            # The run's own summary table replaces W&B's long history printout.
+            settings=wandb.Settings(quiet=True),
+        )
+        return super().instantiate_trainer(
+            logger=logger, default_root_dir=str(self.run_dir), **kwargs
+        )
+
+    @property
+    def wandb_logger(self) -> WandbLogger:
+        return self.trainer.logger
+
+    def before_fit(self) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        config = self._config().clone().as_dict()
+        config.pop("config", None)
+        flat = flatten_config(config)
+        self.wandb_logger.experiment.config.update(flat, allow_val_change=True)
+        print(f"run {self.run_name} (group {self.run_group})", flush=True)
+
+    def after_fit(self) -> None:
+        self.trainer.test(self.model, datamodule=self.datamodule, verbose=False)
+        print(self.results_table(), flush=True)
+        self._finish_wandb(exit_code=0)
+        print(f"run folder: {self.run_dir}", flush=True)
+
+    def results_table(self) -> str:
+        logged = self.trainer.callback_metrics
+        model = self.model
+        lines = [
+            f"final training MSE {model.final_train_loss:.3g} "
+            + ("(fitted)" if model.fitted else f"(NOT fitted: > {model.hparams.fit_threshold:g})"),
+            f"{'test set':<16}{'identity':>10}{'constant':>10}   verdicts id/const/neither",
+        ]
+        for name in self.datamodule.test_set_names:
+            s = {k.rsplit("/", 1)[1]: float(v) for k, v in logged.items() if f"/{name}/" in k}
+            lines.append(
+                f"{name:<16}{s['identity_corr']:>10.3f}{s['constant_corr']:>10.3f}   "
+                f"{s['frac_identity']:.2f}/{s['frac_constant']:.2f}/{s['frac_neither']:.2f}"
+            )
+        return "\n".join(lines)
+
+    def _finish_wandb(self, exit_code: int) -> None:
+        if wandb.run is None:
+            return
+        run_path = Path(wandb.run.dir).parent
+        offline = wandb.run.settings.mode == "offline" or wandb.run.offline
+        wandb.run.finish(exit_code=exit_code)
+        if offline:
+            print(f"W&B ran offline; upload with: wandb sync {run_path}", flush=True)
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        try:
+            super()._run_subcommand(subcommand)
+        except BaseException as error:
+            self._record_failure(error)
+            raise
+
+    def _record_failure(self, error: BaseException) -> None:
+        """A run that did not finish is recorded as failed, with the reason, never as a result."""
+        if isinstance(error, TrainingFailed):
+            status = "failed"
+        elif isinstance(error, KeyboardInterrupt | SystemExit):
+            status = "interrupted"
+        else:
+            status = "crashed"
+        reason = f"{type(error).__name__}: {error}"
+        if self.run_dir is not None:
+            write_json(self.run_dir / METRICS_FILE, {"status": status, "error": reason})
+        if wandb.run is not None:
+            wandb.run.summary.update({"status": status, "error": reason})
+        self._finish_wandb(exit_code=1)
+        if self.run_dir is not None:
+            print(f"run folder: {self.run_dir}", flush=True)
+
+
+def user_error(error: BaseException) -> str | None:
+    """The one-line message of a user error (a bad value or option), None for anything else.
+
+    Our own checks raise ConfigError, which jsonargparse may wrap while instantiating; its parse
+    errors (unknown option, wrong type) arrive as ArgumentError and are cut down to the line that
+    names the option.
+    """
+    seen = error
+    while seen is not None:
+        if isinstance(seen, ConfigError):
+            return str(seen)
+        seen = seen.__cause__ or seen.__context__
+    if not isinstance(error, ArgumentError):
+        return None
+    text = str(error)
+    unknown = re.search(r"class_path '([\w.]+)':\s+Option '(\w+)' is not accepted", text)
+    if unknown:
+        class_path, option = unknown.groups()
+        module, name = class_path.rsplit(".", 1)
+        valid = inspect.signature(getattr(importlib.import_module(module), name)).parameters
+        base = inspect.signature(IdentityTaskModule).parameters
+        options = [p for p in [*valid, *base] if p not in ("self", "kwargs", "image_shape")]
+        return f"--model.{option} is not an option of {name}; valid: {', '.join(options)}"
+    wrong_type = re.search(r'Parser key "(\w+)":\s+Expected a (.+?)\. Got value: (.*)', text)
+    if wrong_type:
+        key, expected, value = wrong_type.groups()
+        return f"--model.{key}={value} is not valid; expected {expected}"
+    return text.splitlines()[0] if "Given value" in text else " ".join(text.split())
+
+
+def wandb_args(argv: list[str]) -> list[str]:
+    """W&B agents format a YAML null as `--key=None`; the config language spells it null."""
+    return [arg.removesuffix("=None") + "=null" if arg.endswith("=None") else arg for arg in argv]
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the `identity-crisis` console command."""
+    argv = wandb_args(sys.argv[1:] if argv is None else list(argv))
+    if argv and argv[0] in OTHER_COMMANDS:
+        module = importlib.import_module(OTHER_COMMANDS[argv[0]])
+        return module.main(argv[1:])
+    warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter is intended")
+    load_env_file()
+    resolve_wandb_mode()
+    try:
+        IdentityCrisisCLI(args=argv)
+    except (ConfigError, ArgumentError, ValueError) as error:
+        message = user_error(error)
+        if message is None:
+            raise
+        print(f"identity-crisis: error: {message}", file=sys.stderr)
+        print("see: identity-crisis fit --help", file=sys.stderr)
+        sys.exit(2)
+    except TrainingFailed as error:
+        print(f"identity-crisis: run failed: {error}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,26 @@
+"""Errors the command line turns into a one-line message instead of a traceback."""
+
+
+class ConfigError(ValueError):
+    """A value the user gave cannot work; the message names it and what would be valid."""
+
+
+class DataNotFoundError(ConfigError):
+    """A data set is neither on disk nor downloadable; the message says which files go where."""
+
+
+class TrainingFailed(RuntimeError):
+    """A run that started but produced no result (diverged loss): reported as failed, never logged
+    as a result."""
+
+
+def check_choice(name: str, value, valid) -> None:
+    if value not in valid:
+        raise ConfigError(
+            f"{name}={value!r} is not valid; choose one of {', '.join(map(str, valid))}"
+        )
+
+
+def check_positive(name: str, value, minimum: int | float = 1) -> None:
+    if value is None or value < minimum:
+        raise ConfigError(f"{name}={value!r} is not valid; it must be >= {minimum}")

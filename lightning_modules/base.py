@@ -1,0 +1,238 @@
+"""The identity task shared by every architecture family: train a net to reproduce its input on
+one image (mean-squared error, full batch), then score every test set against the identity and
+against the constant (see `metrics.py`).
+
+A family subclass builds `self.layers` and implements `layer_outputs(x)`, which yields the output
+of each layer in turn (the last one is the network output).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Iterator
+
+import torch
+import torch.nn.functional as F
+from pytorch_lightning import LightningModule
+from torch import nn
+
+from identity_crisis.errors import ConfigError, TrainingFailed, check_choice, check_positive
+from lightning_modules.metrics import DEFAULT_VERDICT_THRESHOLD, IdentityScores
+
+INITS = (
+    "default",
+    "xavier_uniform",
+    "xavier_normal",
+    "kaiming_normal",
+    "kaiming_uniform",
+    "orthogonal",
+)
+OPTIMIZERS = ("adam", "sgd")
+ACTIVATIONS = ("relu", "linear")
+# A run whose final training MSE is above this has not fitted its image: its test scores say
+# nothing about memorization, and `train/fitted` is 0. Pixels are in [0, 1]; 1e-3 is an RMS
+# error of 0.03 per pixel, well below what an eye sees in a panel.
+DEFAULT_FIT_THRESHOLD = 1e-3
+
+
+class IdentityTaskModule(LightningModule):
+    """Base of the family modules.
+
+    Args:
+        image_shape: (channels, height, width); linked from the data module.
+        optimizer: adam (fused where the device supports it) or sgd (with `momentum`).
+        lr: learning rate.
+        momentum: SGD momentum (unused by adam).
+        init: weight initialization: default (PyTorch's), xavier_uniform, xavier_normal,
+            kaiming_normal, kaiming_uniform or orthogonal; biases start at zero except with default.
+        fit_threshold: final training MSE above which the run is flagged as not fitted.
+        stop_loss: stop training once the training MSE is below this (checked every
+            `check_every` steps); null = train for the whole step budget.
+        check_every: steps between loss checks (divergence, `stop_loss`); each check is one
+            device-to-host sync.
+        verdict_threshold: correlation a per-image verdict of identity or constant needs.
+    """
+
+    family = "base"
+
+    def __init__(
+        self,
+        image_shape: tuple[int, int, int] = (1, 28, 28),
+        optimizer: str = "adam",
+        lr: float = 1e-3,
+        momentum: float = 0.9,
+        init: str = "xavier_uniform",
+        fit_threshold: float = DEFAULT_FIT_THRESHOLD,
+        stop_loss: float | None = None,
+        check_every: int = 50,
+        verdict_threshold: float = DEFAULT_VERDICT_THRESHOLD,
+    ):
+        super().__init__()
+        # Called here, it also records the calling family's arguments (depth, channels, ...). The
+        # command line logs the whole config under its dotted keys (model.depth, ...), the names
+        # sweeps use, so Lightning's own copy under bare names stays out of W&B.
+        self.save_hyperparameters(logger=False)
+        check_choice("--model.optimizer", optimizer, OPTIMIZERS)
+        check_choice("--model.init", init, INITS)
+        if not (lr > 0 and math.isfinite(lr)):
+            raise ConfigError(f"--model.lr={lr!r} is not valid; it must be a positive number")
+        if not 0 <= momentum < 1:
+            raise ConfigError(f"--model.momentum={momentum!r} is not valid; it must be in [0, 1)")
+        check_positive("--model.check_every", check_every)
+        if not 0 < verdict_threshold <= 1:
+            raise ConfigError(
+                f"--model.verdict_threshold={verdict_threshold!r} is not valid; "
+                "it must be in (0, 1]"
+            )
+        self.image_shape = tuple(int(s) for s in image_shape)
+        # A buffer, not an attribute: it travels with the weights between processes (DDP spawn
+        # workers, the test run after fit). NaN = not measured yet.
+        self.register_buffer("final_loss", torch.tensor(float("nan")))
+        self.test_scores = nn.ModuleDict()
+
+    # --- architecture -------------------------------------------------------------------------
+    def layer_outputs(self, x: torch.Tensor) -> Iterator[torch.Tensor]:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Keep only the last output: holding every layer's would cost depth x the memory in eval.
+        return deque(self.layer_outputs(x), maxlen=1)[0]
+
+    def hidden_maps(self, x: torch.Tensor) -> list[torch.Tensor] | None:
+        """One (N, H, W) map per layer, the channel mean of its output (paper figure 4);
+        None for a family whose layers are not images."""
+        return [out.mean(dim=1) for out in self.layer_outputs(x)]
+
+    def run_name_parts(self) -> list[str]:
+        """The family's hyperparameters as short name parts, e.g. ['cnn', 'relu', 'd5']."""
+        raise NotImplementedError
+
+    def name_parts(self) -> list[str]:
+        hp = self.hparams
+        return [*self.run_name_parts(), hp.init, f"{hp.optimizer}{hp.lr:g}"]
+
+    def init_weights(self) -> None:
+        init, relu = self.hparams.init, self.hparams.get("activation") == "relu"
+        if init == "default":
+            return
+        for module in self.modules():
+            if not isinstance(module, nn.Linear | nn.Conv2d):
+                continue
+            weight = module.weight
+            if init == "xavier_uniform":
+                nn.init.xavier_uniform_(weight)
+            elif init == "xavier_normal":
+                nn.init.xavier_normal_(weight)
+            elif init == "kaiming_normal":
+                nn.init.kaiming_normal_(weight, nonlinearity="relu" if relu else "linear")
+            elif init == "kaiming_uniform":
+                nn.init.kaiming_uniform_(weight, nonlinearity="relu" if relu else "linear")
+            elif init == "orthogonal":
+                nn.init.orthogonal_(weight)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+
+    def parameter_counts(self) -> dict[str, int]:
+        """All parameters, and weights only (the paper's counts leave biases out)."""
+        weights = sum(
+            m.weight.numel() for m in self.modules() if isinstance(m, nn.Linear | nn.Conv2d)
+        )
+        return {"model/params": sum(p.numel() for p in self.parameters()), "model/weights": weights}
+
+    # --- training ---------------------------------------------------------------------------
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        hp = self.hparams
+        if hp.optimizer == "sgd":
+            return torch.optim.SGD(self.parameters(), lr=hp.lr, momentum=hp.momentum)
+        try:
+            return torch.optim.Adam(self.parameters(), lr=hp.lr, fused=True)
+        except RuntimeError:  # a device or dtype without the fused kernel
+            return torch.optim.Adam(self.parameters(), lr=hp.lr)
+
+    def on_fit_start(self) -> None:
+        if self.logger is not None:
+            counts = self.parameter_counts()
+            self.logger.log_hyperparams(counts)
+            self.logger.log_metrics(counts, step=0)
+
+    def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
+        loss = F.mse_loss(self(batch), batch)
+        self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
+        if (self.global_step + 1) % self.hparams.check_every == 0:
+            self._check_loss(loss.item())
+        return loss
+
+    def _check_loss(self, loss: float) -> None:
+        if not math.isfinite(loss):
+            raise TrainingFailed(
+                f"training diverged: loss {loss} at step {self.global_step + 1} "
+                f"(lr={self.hparams.lr:g}, {self.hparams.optimizer})"
+            )
+        if self.hparams.stop_loss is not None and loss < self.hparams.stop_loss:
+            self.trainer.should_stop = True
+
+    def train_images(self) -> torch.Tensor:
+        return self.trainer.datamodule.train_images.to(self.device, self.dtype)
+
+    @torch.no_grad()
+    def on_train_end(self) -> None:
+        images = self.train_images()
+        loss = F.mse_loss(self(images), images).item()
+        if not math.isfinite(loss):
+            raise TrainingFailed(f"training diverged: final training loss is {loss}")
+        self.final_loss.fill_(loss)
+        summary = {
+            "train/final_loss": loss,
+            "train/fitted": float(loss <= self.hparams.fit_threshold),
+            "train/steps": float(self.global_step),
+        }
+        if self.logger is not None:
+            self.logger.log_metrics(summary, step=self.global_step)
+
+    @property
+    def final_train_loss(self) -> float | None:
+        """The training MSE measured after the last step; None before training ends."""
+        loss = self.final_loss.item()
+        return None if math.isnan(loss) else loss
+
+    @property
+    def fitted(self) -> bool | None:
+        if self.final_train_loss is None:
+            return None
+        return self.final_train_loss <= self.hparams.fit_threshold
+
+    # --- evaluation -------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        if stage == "test":
+            names = self.trainer.datamodule.test_set_names
+            threshold = self.hparams.verdict_threshold
+            self.test_scores = nn.ModuleDict({n: IdentityScores(threshold) for n in names})
+
+    def constant_targets(self, outputs: torch.Tensor) -> torch.Tensor:
+        """What memorization would output for each image: the training image, or with several
+        training images, the one the output correlates with most."""
+        train = self.train_images()
+        if len(train) == 1:
+            return train.expand_as(outputs)
+        flat = outputs.flatten(1)
+        out = F.normalize(flat - flat.mean(1, keepdim=True), dim=1)
+        tr = train.flatten(1)
+        tr = F.normalize(tr - tr.mean(1, keepdim=True), dim=1)
+        return train[(out @ tr.T).argmax(dim=1)]
+
+    def test_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        (inputs,) = batch
+        outputs = self(inputs)
+        name = self.trainer.datamodule.test_set_names[dataloader_idx]
+        self.test_scores[name].update(inputs, outputs, self.constant_targets(outputs))
+
+    def on_test_epoch_end(self) -> None:
+        for name, metric in self.test_scores.items():
+            scores = {f"test/{name}/{key}": value for key, value in metric.compute().items()}
+            self.log_dict(scores, add_dataloader_idx=False)
+            metric.reset()
+
+
+def activation_module(name: str) -> nn.Module:
+    return nn.ReLU() if name == "relu" else nn.Identity()

@@ -1,0 +1,154 @@
+"""Callbacks that turn a tested net into files a researcher reads: the probe panel, the
+hidden-layer maps (paper figure 4), the per-probe scores and `metrics.json`.
+
+Everything lands in the run folder, `trainer.default_root_dir`, and goes to W&B as well when a
+WandbLogger is attached.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from pytorch_lightning import Callback, LightningModule, Trainer
+from pytorch_lightning.loggers import WandbLogger
+from pytorch_lightning.utilities import rank_zero_only
+
+from datamodules.single_example import PROBE_NAMES
+from identity_crisis.images import hidden_layer_grid, image_grid, save_png
+from lightning_modules.metrics import VERDICTS, per_image_scores
+
+PROBE_PANEL = "probe_panel.png"
+HIDDEN_TRAINED = "hidden_trained.png"
+HIDDEN_INIT = "hidden_init.png"
+PROBE_PREDICTIONS = "probe_predictions.npz"
+METRICS_FILE = "metrics.json"
+
+
+def wandb_loggers(trainer: Trainer) -> list[WandbLogger]:
+    return [lg for lg in trainer.loggers if isinstance(lg, WandbLogger)]
+
+
+class ProbePanels(Callback):
+    """After testing, run the probe inputs (PROBE_NAMES) through the net and write:
+
+    - `probe_panel.png`: inputs over outputs, the training image first behind a red divider;
+    - `hidden_trained.png`, `hidden_init.png` (families with image-shaped layers): one channel-mean
+      map per layer, for the trained net and for the same net at initialization;
+    - `probe_predictions.npz`: inputs, outputs and per-probe scores, for reports;
+    - W&B: the panels as uint8 images and a `probe/scores` table.
+    """
+
+    def __init__(self, hidden_maps: bool = True):
+        self.hidden_maps = hidden_maps
+        self.initial_state: dict[str, torch.Tensor] | None = None
+
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self.hidden_maps:
+            state = pl_module.state_dict()
+            self.initial_state = {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
+
+    @torch.no_grad()
+    def _maps(self, pl_module: LightningModule, inputs: torch.Tensor) -> list[torch.Tensor] | None:
+        maps = pl_module.hidden_maps(inputs)
+        return None if maps is None else [m.float().cpu() for m in maps]
+
+    @rank_zero_only
+    @torch.no_grad()
+    def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        run_dir = Path(trainer.default_root_dir)
+        probes = trainer.datamodule.probe_inputs().to(pl_module.device, pl_module.dtype)
+        outputs = pl_module(probes)
+        threshold = pl_module.hparams.verdict_threshold
+        scores = per_image_scores(probes, outputs, pl_module.constant_targets(outputs), threshold)
+        scores = {k: v.cpu().numpy() for k, v in scores.items()}
+        inputs, outputs = probes.float().cpu(), outputs.float().cpu()
+        panels = {
+            PROBE_PANEL: image_grid(
+                [inputs, outputs.clamp(0, 1)], row_labels=["input", "output"], divider_after=0
+            )
+        }
+        trained = self._maps(pl_module, probes) if self.hidden_maps else None
+        if trained is not None:
+            panels[HIDDEN_TRAINED] = hidden_layer_grid(inputs, trained)
+            if self.initial_state is not None:
+                initial = self._initial_maps(pl_module, probes)
+                panels[HIDDEN_INIT] = hidden_layer_grid(inputs, initial)
+        for filename, panel in panels.items():
+            save_png(panel, run_dir / filename)
+        np.savez_compressed(
+            run_dir / PROBE_PREDICTIONS,
+            names=np.array(PROBE_NAMES),
+            inputs=inputs.numpy(),
+            outputs=outputs.numpy(),
+            **scores,
+        )
+        for logger in wandb_loggers(trainer):
+            for filename, panel in panels.items():
+                logger.log_image(f"panels/{Path(filename).stem}", [panel])
+            logger.log_table("probe/scores", *self._table(scores))
+
+    def _initial_maps(self, pl_module: LightningModule, probes: torch.Tensor) -> list[torch.Tensor]:
+        # Swap the initial weights in and back rather than deep-copying a module that holds the
+        # trainer.
+        trained = {k: v.detach().clone() for k, v in pl_module.state_dict().items()}
+        try:
+            pl_module.load_state_dict(self.initial_state)
+            return self._maps(pl_module, probes)
+        finally:
+            pl_module.load_state_dict(trained)
+
+    @staticmethod
+    def _table(scores: dict[str, np.ndarray]) -> tuple[list[str], list[list]]:
+        """One row per probe, in panel order (the images themselves are in the panel)."""
+        numbers = ["identity_corr", "constant_corr", "mse_identity", "mse_constant"]
+        rows = [
+            [name, *(float(scores[k][i]) for k in numbers), VERDICTS[int(scores["verdict"][i])]]
+            for i, name in enumerate(PROBE_NAMES)
+        ]
+        return ["probe", *numbers, "verdict"], rows
+
+
+class RunSummary(Callback):
+    """After testing, write `metrics.json`: status, the fit summary and every `test/` score.
+
+    A run whose training diverged never gets here: the command line records it as failed.
+    """
+
+    def __init__(self, extra: dict | None = None):
+        self.extra = dict(extra or {})
+
+    @rank_zero_only
+    def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        logged = trainer.callback_metrics
+        metrics = {k: float(v) for k, v in logged.items() if k.startswith("test/")}
+        summary = {
+            "status": "ok",
+            "fitted": pl_module.fitted,
+            "train/final_loss": pl_module.final_train_loss,
+            "train/steps": trainer.global_step,
+            **pl_module.parameter_counts(),
+            "data/train_indices": trainer.datamodule.train_indices[:100],
+            **self.extra,
+            "metrics": dict(sorted(metrics.items())),
+        }
+        write_json(Path(trainer.default_root_dir) / METRICS_FILE, summary)
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Write atomically, so a reader (the sweep runner, a report) never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=_jsonable) + "\n")
+    tmp.replace(path)
+
+
+def _jsonable(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, torch.Tensor | np.generic):
+        return value.item()
+    raise TypeError(f"not JSON serializable: {value!r}")

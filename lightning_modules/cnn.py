@@ -1,0 +1,76 @@
+"""Convolutional nets (paper figure 3): stride 1, zero padding that keeps the image size, so the
+zero border is the only position cue a deep net has."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+
+from identity_crisis.errors import ConfigError, check_choice, check_positive
+from lightning_modules.base import ACTIVATIONS, IdentityTaskModule, activation_module
+
+
+def check_conv_args(depth: int, channels: int, kernel_size: int, activation: str) -> None:
+    check_positive("--model.depth", depth)
+    check_positive("--model.channels", channels)
+    check_positive("--model.kernel_size", kernel_size)
+    if kernel_size % 2 == 0:
+        raise ConfigError(
+            f"--model.kernel_size={kernel_size} is even: zero padding cannot keep the image size "
+            f"with an even kernel; use an odd size (1, 3, 5, 7, ...)"
+        )
+    check_choice("--model.activation", activation, ACTIVATIONS)
+
+
+def same_conv(c_in: int, c_out: int, kernel_size: int, bias: bool) -> nn.Conv2d:
+    return nn.Conv2d(c_in, c_out, kernel_size, padding=kernel_size // 2, bias=bias)
+
+
+def conv_name_parts(family: str, hp) -> list[str]:
+    parts = [family, hp.activation, f"d{hp.depth}", f"c{hp.channels}", f"k{hp.kernel_size}"]
+    return parts + ([] if hp.bias else ["nobias"])
+
+
+class CNN(IdentityTaskModule):
+    """A plain CNN: in -> channels -> ... -> channels -> in, `depth` conv layers.
+
+    Args:
+        depth: number of conv layers (1 = one in -> in conv).
+        channels: hidden channels (the paper's main setting is 128).
+        kernel_size: odd filter size (the paper's main setting is 5).
+        activation: relu or linear; the output layer is always linear.
+        bias: whether convs have biases.
+        **kwargs: training options of IdentityTaskModule (optimizer, lr, init, ...).
+    """
+
+    family = "cnn"
+
+    def __init__(
+        self,
+        depth: int = 5,
+        channels: int = 128,
+        kernel_size: int = 5,
+        activation: str = "relu",
+        bias: bool = True,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        check_conv_args(depth, channels, kernel_size, activation)
+        c = self.image_shape[0]
+        widths = [c] + [channels] * (depth - 1) + [c]
+        self.layers = nn.ModuleList(
+            same_conv(a, b, kernel_size, bias) for a, b in zip(widths[:-1], widths[1:], strict=True)
+        )
+        self.activation = activation_module(activation)
+        self.init_weights()
+
+    def layer_outputs(self, x: torch.Tensor) -> Iterator[torch.Tensor]:
+        last = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
+            x = layer(x)
+            yield x if i == last else (x := self.activation(x))
+
+    def run_name_parts(self) -> list[str]:
+        return conv_name_parts("cnn", self.hparams)

@@ -1,0 +1,134 @@
+"""The `identity-crisis fit` command end to end: run folder, panels, W&B offline run, errors."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from identity_crisis.cli import main
+
+SMALL = ["--model.depth=2", "--model.channels=4", "--trainer.max_steps=30", "--data.test_size=8"]
+
+
+def run_cli(capsys, *args) -> tuple[int, str, str]:
+    try:
+        main(["fit", *args])
+        code = 0
+    except SystemExit as exit:
+        code = exit.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def cli_args(data_root, tmp_path):
+    return [f"--data.root={data_root}", f"--run.root={tmp_path / 'runs'}", "--data.download=false"]
+
+
+def test_fit_writes_the_run_folder_and_an_offline_wandb_run(capsys, cli_args):
+    code, out, err = run_cli(capsys, "--config", "configs/cnn.yaml", *SMALL, *cli_args)
+    assert code == 0, err
+    last = out.strip().splitlines()[-1]
+    assert last.startswith("run folder: ")
+    run_dir = Path(last.removeprefix("run folder: "))
+    assert run_dir.parent.name == "cnn-relu-d2-c4-k5-xavier_uniform-adam0.001-mnist7"
+    assert run_dir.name == "cnn-relu-d2-c4-k5-xavier_uniform-adam0.001-mnist7-s0"
+    assert "wandb sync" in out
+
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["status"] == "ok"
+    assert metrics["train/steps"] == 30
+    assert metrics["model/params"] == 25 * 4 + 4 + 25 * 4 + 1
+    assert metrics["data/train_indices"] == [15]
+    for name in ("mnist", "fashion", "mnist_pairs", "patterns", "gaussian_noise", "checkerboard"):
+        for key in ("identity_corr", "constant_corr", "mse_identity", "frac_identity"):
+            assert f"test/{name}/{key}" in metrics["metrics"]
+
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert config["model"]["init_args"]["depth"] == 2
+    assert config["trainer"]["max_steps"] == 30
+
+    predictions = np.load(run_dir / "probe_predictions.npz")
+    assert predictions["inputs"].shape == predictions["outputs"].shape == (14, 1, 28, 28)
+    assert list(predictions["names"][:2]) == ["train", "mnist_pair"]
+
+    panel = np.asarray(Image.open(run_dir / "probe_panel.png").convert("RGB"))
+    assert panel.shape[0] == 2 + 2 * (28 * 3 + 2)  # two rows of 3x cells
+    red = (panel[..., 0] > 200) & (panel[..., 1] < 60) & (panel[..., 2] < 80)
+    assert red.any(axis=0).sum() >= 6  # the divider after the training image
+    for name in ("hidden_trained.png", "hidden_init.png"):
+        hidden = np.asarray(Image.open(run_dir / name).convert("RGB"))
+        assert hidden.shape[0] == 2 + 3 * (28 * 3 + 2)  # rows: the input, layer 1, the output
+
+    (offline_run,) = (run_dir / "wandb").glob("offline-run-*")
+    assert list(offline_run.glob("*.wandb"))
+    images = list((offline_run / "files" / "media" / "images").rglob("*.png"))
+    assert {p.name.split("_")[0] for p in images} >= {"probe", "hidden"}
+    (table,) = (offline_run / "files" / "media" / "table" / "probe").glob("scores*.table.json")
+    table = json.loads(table.read_text())
+    assert [row[0] for row in table["data"]] == list(predictions["names"])
+    assert table["data"][0][1] == pytest.approx(float(predictions["identity_corr"][0]), abs=1e-6)
+
+
+BAD_INPUTS = [
+    (["--config", "configs/cnn.yaml", "--model.depth=0"], "--model.depth=0"),
+    (["--config", "configs/cnn.yaml", "--model.kernel_size=4"], "--model.kernel_size=4 is even"),
+    (["--config", "configs/fcn.yaml", "--model.width=-5"], "--model.width=-5"),
+    (["--config", "configs/cnn.yaml", "--model.foo=1"], "--model.foo is not an option of CNN"),
+    (["--config", "configs/cnn.yaml", "--trainer.max_stepz=1"], "--trainer.max_stepz"),
+    (["--config", "configs/cnn.yaml", "--data.train_dataset=svhn"], "'svhn'"),
+    (["--config", "configs/cnn.yaml", "--data.test_sets=[mnist,bogus]"], "'bogus'"),
+    (["--config", "configs/cnn.yaml", "--data.image_folder=/no/such/dir"], "/no/such/dir"),
+]
+
+
+@pytest.mark.parametrize("args, needle", BAD_INPUTS)
+def test_bad_input_is_refused_before_training_in_one_line(capsys, cli_args, args, needle):
+    code, out, err = run_cli(capsys, *args, *cli_args)
+    assert code == 2
+    assert needle in err
+    assert "Traceback" not in err + out
+    assert "run folder" not in out  # nothing ran
+
+
+def test_missing_data_names_the_files_and_where_they_go(capsys, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, _, err = run_cli(
+        capsys, "--config", "configs/cnn.yaml", f"--data.root={empty}", "--data.download=false"
+    )
+    assert code == 2
+    assert "train-images-idx3-ubyte.gz" in err and str(empty / "MNIST" / "raw") in err
+
+
+def test_a_diverged_run_is_recorded_as_failed_not_as_a_result(capsys, cli_args):
+    args = ["--config", "configs/fcn.yaml", "--model.depth=2", "--model.activation=linear"]
+    args += ["--model.optimizer=sgd", "--model.lr=1e6", "--model.check_every=5"]
+    code, out, err = run_cli(capsys, *args, "--trainer.max_steps=50", *cli_args)
+    assert code == 1
+    assert "diverged" in err
+    run_dir = Path(out.strip().splitlines()[-1].removeprefix("run folder: "))
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["status"] == "failed" and "diverged" in metrics["error"]
+    assert "metrics" not in metrics
+    assert not (run_dir / "probe_panel.png").exists()
+
+
+def test_console_command_reports_a_user_error_without_traceback(data_root, tmp_path):
+    command = Path(sys.executable).with_name("identity-crisis")
+    result = subprocess.run(
+        [str(command), "fit", "--config", "configs/cnn.yaml", "--model.depth=-3"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "IDC_DATA_DIR": str(data_root), "IDC_RUN_DIR": str(tmp_path)},
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert "--model.depth=-3" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,302 @@
+"""Pixel-level tests for identity_crisis.images."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from identity_crisis.images import (
+    colormap_maps,
+    hidden_layer_grid,
+    image_grid,
+    save_png,
+    to_uint8_rgb,
+)
+
+
+def _is_red(px: np.ndarray) -> np.ndarray:
+    px = px.astype(int)
+    return (px[..., 0] > 180) & (px[..., 1] < 80) & (px[..., 2] < 80)
+
+
+# --- to_uint8_rgb -------------------------------------------------------------------------
+
+
+def test_to_uint8_rgb_maps_range_clips_and_replicates_grey():
+    x = torch.tensor([-0.5, 0.0, 0.5, 1.0, 1.5]).reshape(1, 1, 1, 5)
+    out = to_uint8_rgb(x)
+    assert out.dtype == np.uint8
+    assert out.shape == (1, 1, 5, 3)
+    np.testing.assert_array_equal(out[0, 0, :, 0], [0, 0, 128, 255, 255])
+    np.testing.assert_array_equal(out[..., 0], out[..., 1])
+    np.testing.assert_array_equal(out[..., 0], out[..., 2])
+
+
+def test_to_uint8_rgb_keeps_colour_channels_apart():
+    x = torch.zeros(2, 3, 4, 4)
+    x[:, 0] = 1.0  # pure red
+    out = to_uint8_rgb(x)
+    assert out.shape == (2, 4, 4, 3)
+    assert (out[..., 0] == 255).all() and (out[..., 1:] == 0).all()
+
+
+def test_to_uint8_rgb_nan_becomes_black():
+    out = to_uint8_rgb(torch.full((1, 1, 2, 2), float("nan")))
+    assert (out == 0).all()
+
+
+@pytest.mark.parametrize("shape", [(1, 28, 28), (1, 2, 28, 28), (1, 1, 1, 28, 28)])
+def test_to_uint8_rgb_rejects_bad_shapes(shape):
+    with pytest.raises(ValueError, match=r"got shape \(" + ", ".join(map(str, shape))):
+        to_uint8_rgb(torch.zeros(shape))
+
+
+# --- image_grid -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("divider_after", [None, 0, 2])
+def test_image_grid_size_formula(divider_after):
+    n, n_rows, h, w, scale, pad = 4, 3, 5, 7, 2, 3
+    rows = [torch.zeros(n, 1, h, w) for _ in range(n_rows)]
+    out = image_grid(rows, divider_after=divider_after, scale=scale, pad=pad)
+    divider = 0 if divider_after is None else 2 * scale + pad
+    assert out.dtype == np.uint8
+    assert out.shape == (
+        pad + n_rows * (h * scale + pad),
+        pad + n * (w * scale + pad) + divider,
+        3,
+    )
+
+
+def test_image_grid_places_white_cell_and_padding():
+    n, h, w, scale, pad = 3, 4, 4, 3, 2
+    rows = [torch.zeros(n, 1, h, w), torch.zeros(n, 1, h, w)]
+    rows[1][2] = 1.0  # row 1, column 2 is white
+    out = image_grid(rows, divider_after=None, scale=scale, pad=pad)
+    ch, cw = h * scale, w * scale
+    y, x = pad + 1 * (ch + pad), pad + 2 * (cw + pad)
+    assert (out[y : y + ch, x : x + cw] == 255).all()
+    # Its neighbours are black cells, the gaps and frame are white.
+    assert (out[y : y + ch, x - pad - cw : x - pad] == 0).all()
+    assert (out[y - pad - ch : y - pad, x : x + cw] == 0).all()
+    assert (out[:pad] == 255).all() and (out[:, :pad] == 255).all()
+    assert (out[y : y + ch, x - pad : x] == 255).all()
+
+
+def test_image_grid_upscales_nearest():
+    img = torch.zeros(2, 1, 2, 2)
+    img[0, 0, 0, 1] = 1.0  # top-right source pixel
+    out = image_grid([img], divider_after=None, scale=4, pad=0)
+    assert (out[0:4, 4:8] == 255).all()
+    assert (out[0:4, 0:4] == 0).all() and (out[4:8, :8] == 0).all()
+
+
+def test_image_grid_red_divider_between_first_and_second_column():
+    n, h, w, scale, pad = 3, 4, 4, 3, 2
+    rows = [torch.zeros(n, 1, h, w)]
+    out = image_grid(rows, divider_after=0, scale=scale, pad=pad)
+    mid = out[pad + h * scale // 2]  # one scan line through the cells
+    red_x = np.flatnonzero(_is_red(mid))
+    assert len(red_x) == 2 * scale
+    assert np.all(np.diff(red_x) == 1)
+    col0_end = pad + w * scale  # exclusive
+    col1_start = red_x[-1] + 1 + pad
+    assert red_x[0] == col0_end + pad
+    assert (mid[pad:col0_end] == 0).all()  # column 0 is left of the bar, untouched
+    assert (mid[col1_start : col1_start + w * scale] == 0).all()  # column 1 is right of it
+    # The bar runs the full height of the cell area, not just one line.
+    assert _is_red(out[pad : out.shape[0] - pad, red_x[0]]).all()
+    # Only one bar.
+    assert _is_red(out).any(axis=0).sum() == 2 * scale
+
+
+def test_image_grid_colour_rows_and_mixed_channels():
+    grey = torch.full((2, 1, 3, 3), 0.5)
+    red = torch.zeros(2, 3, 3, 3)
+    red[:, 0] = 1.0
+    out = image_grid([grey, red], divider_after=None, scale=1, pad=1)
+    np.testing.assert_array_equal(out[1, 1], [128, 128, 128])
+    np.testing.assert_array_equal(out[5, 1], [255, 0, 0])
+
+
+def test_image_grid_labels_in_left_margin_centred_on_rows():
+    n, h, w, scale, pad = 2, 10, 10, 3, 2
+    rows = [torch.ones(n, 1, h, w) for _ in range(3)]  # white cells: only text is dark
+    plain = image_grid(rows, divider_after=None, scale=scale, pad=pad)
+    labelled = image_grid(
+        rows, row_labels=["input", "layer 1", "output"], divider_after=None, scale=scale, pad=pad
+    )
+    margin = labelled.shape[1] - plain.shape[1]
+    assert margin > 0
+    assert labelled.shape[0] == plain.shape[0]
+    np.testing.assert_array_equal(labelled[:, margin:], plain)  # cells unmoved, untouched
+    dark = labelled.max(axis=2) < 100
+    assert not dark[:, margin:].any()
+    ch = h * scale
+    for r in range(3):
+        top = pad + r * (ch + pad)
+        ys = np.flatnonzero(dark[top : top + ch, :margin].any(axis=1))
+        assert len(ys) > 0, f"no text on row {r}"
+        assert abs((ys.min() + ys.max()) / 2 - ch / 2) <= 2  # vertically centred
+    # Text is black (anti-aliased onto white, so grey edges and near-0 cores), not coloured.
+    text = labelled[:, :margin].astype(int)
+    assert text.min() <= 10
+    assert (text[..., 0] == text[..., 1]).all() and (text[..., 1] == text[..., 2]).all()
+
+
+def test_image_grid_empty_label_is_allowed():
+    rows = [torch.ones(2, 1, 4, 4)] * 2
+    out = image_grid(rows, row_labels=["", "x"], divider_after=None)
+    assert out.dtype == np.uint8
+
+
+def test_image_grid_rejects_bad_inputs():
+    a, b = torch.zeros(3, 1, 4, 4), torch.zeros(2, 1, 4, 4)
+    with pytest.raises(ValueError, match=r"row 1 has \(2, 4, 4\)"):
+        image_grid([a, b])
+    with pytest.raises(ValueError, match=r"row 1 has \(3, 5, 4\)"):
+        image_grid([a, torch.zeros(3, 1, 5, 4)])
+    with pytest.raises(ValueError, match="scale must be >= 1, got 0"):
+        image_grid([a], scale=0)
+    with pytest.raises(ValueError, match="pad must be >= 0, got -1"):
+        image_grid([a], pad=-1)
+    with pytest.raises(ValueError, match="got 5"):
+        image_grid([a], divider_after=5)
+    with pytest.raises(ValueError, match="got 2"):  # the last column has no neighbour
+        image_grid([a], divider_after=2)
+    with pytest.raises(ValueError, match=r"row_labels .* got 1"):
+        image_grid([a, a], row_labels=["only one"])
+    with pytest.raises(ValueError, match="got 0"):
+        image_grid([])
+    with pytest.raises(ValueError, match=r"got shape \(3, 4, 4\)"):
+        image_grid([torch.zeros(3, 4, 4)])
+
+
+# --- colormap_maps ------------------------------------------------------------------------
+
+
+def test_colormap_maps_winter_ramp_blue_to_green():
+    ramp = torch.linspace(-3.0, 7.0, 11).reshape(1, 1, 11)
+    out = colormap_maps(ramp)
+    assert out.shape == (1, 3, 1, 11)
+    assert out.dtype == torch.float32
+    assert out.min() >= 0 and out.max() <= 1
+    lo, hi = out[0, :, 0, 0], out[0, :, 0, -1]
+    torch.testing.assert_close(lo, torch.tensor([0.0, 0.0, 1.0]))  # blue at the minimum
+    torch.testing.assert_close(hi, torch.tensor([0.0, 1.0, 0.5]))  # green at the maximum
+    assert hi[1] > hi[0] and hi[1] > hi[2]
+    assert torch.all(out[0, 1, 0].diff() >= 0)  # green rises along the ramp
+
+
+def test_colormap_maps_normalises_each_map_on_its_own():
+    base = torch.rand(5, 6)
+    maps = torch.stack([base, base * 100 + 42, base * 1e-3])
+    out = colormap_maps(maps)
+    torch.testing.assert_close(out[1], out[0])
+    torch.testing.assert_close(out[2], out[0])
+
+
+def test_colormap_maps_flat_map_is_min_colour_without_nan():
+    out = colormap_maps(torch.full((2, 4, 4), 3.7))
+    assert torch.isfinite(out).all()
+    blue = torch.tensor([0.0, 0.0, 1.0]).reshape(3, 1, 1)
+    torch.testing.assert_close(out[0], blue.expand(3, 4, 4))
+
+
+def test_colormap_maps_other_cmap_and_bad_inputs():
+    out = colormap_maps(torch.arange(4.0).reshape(1, 2, 2), cmap="gray")
+    torch.testing.assert_close(out[0, 0], out[0, 1])
+    with pytest.raises(ValueError, match="no_such_cmap"):
+        colormap_maps(torch.zeros(1, 2, 2), cmap="no_such_cmap")
+    with pytest.raises(ValueError, match=r"got shape \(1, 1, 2, 2\)"):
+        colormap_maps(torch.zeros(1, 1, 2, 2))
+
+
+# --- hidden_layer_grid --------------------------------------------------------------------
+
+
+def test_hidden_layer_grid_rows_colours_and_grey_output():
+    n, h, w, scale, pad = 3, 6, 6, 2, 1
+    inputs = torch.rand(n, 1, h, w)
+    hidden = [torch.randn(n, h, w) for _ in range(4)]
+    output = torch.rand(n, h, w) * 2 - 0.5  # out of range on purpose
+    out = hidden_layer_grid(inputs, [*hidden, output], scale=scale, pad=pad)
+
+    ch, cw = h * scale, w * scale
+    n_rows = 1 + len(hidden) + 1
+    assert out.shape[0] == pad + n_rows * (ch + pad)
+    cells_x = out.shape[1] - n * (cw + pad)  # left edge of column 0; labels sit before it
+    assert cells_x > pad
+
+    def row(r):
+        # The n cells of grid row r side by side, without the white gaps between them.
+        y = pad + r * (ch + pad)
+        cells = [out[y : y + ch, cells_x + j * (cw + pad) :][:, :cw] for j in range(n)]
+        return np.concatenate(cells, axis=1).astype(int)
+
+    def grey(px):
+        return (px[..., 0] == px[..., 1]) & (px[..., 1] == px[..., 2])
+
+    assert grey(row(0)).all()  # inputs in grey
+    for r in range(1, 1 + len(hidden)):
+        cells = row(r)
+        assert not grey(cells).any()  # winter never has R == G == B
+        assert (cells[..., 0] == 0).all()  # winter has no red
+    last = row(n_rows - 1)
+    assert grey(last).all()  # output in grey
+    assert (last == 255).any() and (last == 0).any()  # clipped, not normalised
+    np.testing.assert_array_equal(
+        last[:ch, :cw, 0], to_uint8_rgb(output[:1, None])[0, ..., 0].repeat(2, 0).repeat(2, 1)
+    )
+    # Labels on the left: some black text in the margin of every row.
+    for r in range(n_rows):
+        y = pad + r * (ch + pad)
+        assert (out[y : y + ch, :cells_x].max(axis=2) < 100).any(), f"no label on row {r}"
+
+
+def test_hidden_layer_grid_output_only():
+    out = hidden_layer_grid(torch.rand(2, 1, 4, 4), [torch.rand(2, 4, 4)], scale=1, pad=1)
+    assert out.shape[0] == 1 + 2 * (4 + 1)
+
+
+def test_hidden_layer_grid_rejects_bad_inputs():
+    inputs = torch.rand(2, 1, 4, 4)
+    with pytest.raises(ValueError, match="got 0"):
+        hidden_layer_grid(inputs, [])
+    with pytest.raises(ValueError, match=r"layer_maps\[1\] .* got \(2, 1, 4, 4\)"):
+        hidden_layer_grid(inputs, [torch.rand(2, 4, 4), torch.rand(2, 1, 4, 4)])
+    with pytest.raises(ValueError, match=r"row 1 has \(2, 5, 5\)"):
+        hidden_layer_grid(inputs, [torch.rand(2, 5, 5), torch.rand(2, 4, 4)])
+    with pytest.raises(ValueError, match=r"row 1 has \(3, 4, 4\)"):
+        hidden_layer_grid(inputs, [torch.rand(3, 4, 4)])
+
+
+# --- save_png -----------------------------------------------------------------------------
+
+
+def test_save_png_round_trip(tmp_path):
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, size=(17, 23, 3), dtype=np.uint8)
+    path = save_png(image, tmp_path / "a" / "b" / "panel.png")
+    assert path == tmp_path / "a" / "b" / "panel.png"
+    assert path.is_file()
+    with Image.open(path) as im:
+        assert im.format == "PNG" and im.mode == "RGB"
+        np.testing.assert_array_equal(np.asarray(im), image)
+
+
+def test_save_png_accepts_str_and_grid_output(tmp_path):
+    grid = image_grid([torch.rand(3, 1, 5, 5)], row_labels=["x"])
+    path = save_png(grid, str(tmp_path / "grid.png"))
+    with Image.open(path) as im:
+        np.testing.assert_array_equal(np.asarray(im), grid)
+
+
+def test_save_png_rejects_bad_arrays(tmp_path):
+    with pytest.raises(ValueError, match="float64"):
+        save_png(np.zeros((4, 4, 3)), tmp_path / "x.png")
+    with pytest.raises(ValueError, match=r"got shape \(4, 4\)"):
+        save_png(np.zeros((4, 4), dtype=np.uint8), tmp_path / "x.png")
+    with pytest.raises(ValueError, match=r"got shape \(4, 4, 4\)"):
+        save_png(np.zeros((4, 4, 4), dtype=np.uint8), tmp_path / "x.png")
+    assert not (tmp_path / "x.png").exists()

@@ -1,0 +1,136 @@
+"""Trained nets behave as the paper and the theory say, on small configs."""
+
+import pytest
+import torch
+from pytorch_lightning import Trainer
+
+from identity_crisis.errors import ConfigError, TrainingFailed
+from lightning_modules import CNN, FCN, ResidualCNN
+
+
+def make_trainer(steps: int, **kwargs) -> Trainer:
+    return Trainer(
+        max_steps=steps,
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        enable_progress_bar=False,
+        num_sanity_val_steps=0,
+        **kwargs,
+    )
+
+
+def fit_and_test(model, data, steps: int, **kwargs) -> dict[str, float]:
+    trainer = make_trainer(steps, **kwargs)
+    trainer.fit(model, data)
+    trainer.test(model, data, verbose=False)
+    return {k: float(v) for k, v in trainer.callback_metrics.items()}
+
+
+def test_one_layer_cnn_learns_the_identity(tiny_data):
+    data = tiny_data(test_size=32)
+    model = CNN(depth=1, kernel_size=5, lr=3e-2)
+    scores = fit_and_test(model, data, steps=400)
+    assert model.fitted
+    for name in ("mnist", "fashion", "patterns", "mnist_pairs", "checkerboard"):
+        assert scores[f"test/{name}/identity_corr"] >= 0.95, name
+        assert scores[f"test/{name}/frac_identity"] >= 0.9, name
+
+
+def test_one_layer_linear_fcn_matches_the_closed_form(tiny_data):
+    """Gradient descent from W0 on one image x converges to W0 + (x - W0 x) x^T / |x|^2."""
+    data = tiny_data(test_size=8)
+    model = FCN(depth=1, activation="linear", bias=False, optimizer="sgd", momentum=0.0, lr=1.0)
+    w0 = model.layers[0].weight.detach().double().clone()
+    make_trainer(300, precision="64-true").fit(model, data)
+
+    x = data.train_images[0].flatten().double()
+    closed_form = w0 + torch.outer(x - w0 @ x, x) / x.dot(x)
+    trained = model.layers[0].weight.detach()
+    assert (trained - closed_form).norm() / closed_form.norm() < 1e-8
+    assert (trained - w0).norm() / w0.norm() > 1e-2  # it did move
+
+    data.setup("test")
+    probe = data.test_inputs["mnist"].flatten(1).double()
+    predicted = (probe @ x / x.dot(x))[:, None] * x + (
+        probe - (probe @ x / x.dot(x))[:, None] * x
+    ) @ w0.T
+    with torch.no_grad():
+        output = model(data.test_inputs["mnist"].double()).flatten(1)
+    assert torch.allclose(output, predicted, rtol=1e-6, atol=1e-8)
+
+
+def test_six_layer_relu_fcn_memorizes(tiny_data):
+    data = tiny_data(test_size=32)
+    model = FCN(depth=6, width=784, activation="relu", lr=1e-4)
+    scores = fit_and_test(model, data, steps=300)
+    assert model.fitted
+    for name in ("mnist", "fashion", "patterns", "gaussian_noise"):
+        assert scores[f"test/{name}/constant_corr"] > scores[f"test/{name}/identity_corr"], name
+        assert scores[f"test/{name}/frac_constant"] >= 0.8, name
+
+
+def test_residual_cnn_trains_and_reports_every_test_set(tiny_data):
+    data = tiny_data(test_size=8)
+    model = ResidualCNN(depth=5, channels=8, kernel_size=3, lr=3e-3)
+    scores = fit_and_test(model, data, steps=60)
+    assert model.final_train_loss is not None
+    for name in data.test_set_names:
+        assert -1 <= scores[f"test/{name}/identity_corr"] <= 1
+    layers = list(model.layer_outputs(torch.rand(2, 1, 28, 28)))
+    assert len(layers) == 5 and layers[-1].shape == (2, 1, 28, 28)
+
+
+def test_stop_loss_ends_training_early(tiny_data):
+    model = CNN(depth=1, lr=3e-2, stop_loss=1e-3, check_every=10)
+    trainer = make_trainer(2000)
+    trainer.fit(model, tiny_data())
+    assert trainer.global_step < 2000
+    assert trainer.global_step % 10 == 0
+    assert model.final_train_loss < 1e-3
+
+
+def test_a_run_that_does_not_fit_is_flagged(tiny_data):
+    model = CNN(depth=3, channels=4, lr=1e-5)
+    make_trainer(5).fit(model, tiny_data())
+    assert model.fitted is False
+    assert model.final_train_loss > model.hparams.fit_threshold
+
+
+def test_a_diverging_run_fails(tiny_data):
+    model = FCN(depth=2, activation="linear", optimizer="sgd", lr=1e6, check_every=5)
+    with pytest.raises(TrainingFailed, match="diverged"):
+        make_trainer(50).fit(model, tiny_data())
+
+
+@pytest.mark.parametrize(
+    "build, needle",
+    [
+        (lambda: CNN(depth=0), "--model.depth=0"),
+        (lambda: CNN(kernel_size=4), "--model.kernel_size=4"),
+        (lambda: CNN(channels=-2), "--model.channels=-2"),
+        (lambda: FCN(width=-1), "--model.width=-1"),
+        (lambda: FCN(activation="tanh"), "relu, linear"),
+        (lambda: CNN(init="he"), "xavier_uniform"),
+        (lambda: CNN(optimizer="rmsprop"), "adam, sgd"),
+        (lambda: CNN(lr=0.0), "--model.lr=0.0"),
+    ],
+)
+def test_bad_model_values_are_refused_with_the_value_named(build, needle):
+    with pytest.raises(ConfigError, match=needle.replace(".", r"\.").replace("+", r"\+")):
+        build()
+
+
+def test_parameter_counts_match_the_paper():
+    # Weights only: L x 784^2 for FCNs; k^2 (2C + (L-2) C^2) for CNNs (paper.md).
+    assert FCN(depth=6).parameter_counts()["model/weights"] == 3_687_936
+    assert (
+        CNN(depth=5, channels=1024, kernel_size=5).parameter_counts()["model/weights"] == 78_694_400
+    )
+
+
+def test_init_schemes_zero_the_biases_and_differ():
+    a = CNN(depth=2, channels=4, init="kaiming_normal")
+    b = CNN(depth=2, channels=4, init="xavier_uniform")
+    assert all(layer.bias.abs().sum() == 0 for layer in a.layers)
+    assert not torch.equal(a.layers[0].weight, b.layers[0].weight)
