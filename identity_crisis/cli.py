@@ -4,6 +4,7 @@
     identity-crisis fit --config configs/cnn.yaml --model.depth=20 --trainer.max_steps=1500
     identity-crisis fit --config configs/fcn.yaml --print_config   # the resolved config
     identity-crisis fit --help
+    identity-crisis sweep sweeps/fig3_cnn_depth.yaml --workers 2   # a W&B sweep file, offline
 
 `fit` trains a net on the one training image, then, in the same process and the same W&B run,
 scores it on every test set and writes the panels. Everything goes to a run folder,
@@ -29,6 +30,7 @@ from jsonargparse import ArgumentError, Namespace
 from pytorch_lightning import Trainer
 from pytorch_lightning.cli import LightningCLI
 from pytorch_lightning.loggers import WandbLogger
+from pytorch_lightning.utilities import rank_zero_only
 
 from datamodules.single_example import SingleExampleDataModule
 from identity_crisis.errors import ConfigError, TrainingFailed
@@ -38,7 +40,7 @@ from lightning_modules.callbacks import METRICS_FILE, ProbePanels, RunSummary, w
 
 RUN_DIR_ENV = "IDC_RUN_DIR"
 # Subcommands beside LightningCLI's `fit`, each a module with main(argv).
-OTHER_COMMANDS = {"sweep": "identity_crisis.sweep"}
+OTHER_COMMANDS = {"sweep": "identity_crisis.sweep", "report": "identity_crisis.report"}
 DEFAULT_PROJECT = "identity-crisis"
 
 # One image per step: checkpoints, model summaries and sanity checks cost more than the work, so
@@ -143,9 +145,21 @@ class IdentityCrisisCLI(LightningCLI):
             # The run's own summary table replaces W&B's long history printout.
             settings=wandb.Settings(quiet=True),
         )
-        return super().instantiate_trainer(
+        trainer = super().instantiate_trainer(
             logger=logger, default_root_dir=str(self.run_dir), **kwargs
         )
+        self._check_data_parallel(trainer.world_size)
+        return trainer
+
+    def _check_data_parallel(self, world_size: int) -> None:
+        """Data-parallel training splits the training images over the processes; equal shards
+        make the averaged gradient exactly the full-batch gradient."""
+        num_train = self.datamodule.hparams.num_train
+        if world_size > 1 and num_train % world_size:
+            raise ConfigError(
+                f"--data.num_train={num_train} cannot be split evenly over {world_size} "
+                f"processes (devices x nodes); use a multiple of {world_size} or one device"
+            )
 
     @property
     def wandb_logger(self) -> WandbLogger:
@@ -153,10 +167,13 @@ class IdentityCrisisCLI(LightningCLI):
 
     def before_fit(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._log_config()
+
+    @rank_zero_only
+    def _log_config(self) -> None:
         config = self._config().clone().as_dict()
         config.pop("config", None)
-        flat = flatten_config(config)
-        self.wandb_logger.experiment.config.update(flat, allow_val_change=True)
+        self.wandb_logger.experiment.config.update(flatten_config(config), allow_val_change=True)
         print(f"run {self.run_name} (group {self.run_group})", flush=True)
 
     def after_fit(self) -> None:

@@ -230,7 +230,9 @@ class IdentityTaskModule(LightningModule):
     def on_test_epoch_end(self) -> None:
         for name, metric in self.test_scores.items():
             scores = {f"test/{name}/{key}": value for key, value in metric.compute().items()}
-            self.log_dict(scores, add_dataloader_idx=False)
+            # The metric has already summed its states over processes, so every rank holds the
+            # same values; sync_dist only says so to Lightning.
+            self.log_dict(scores, add_dataloader_idx=False, sync_dist=True)
             metric.reset()
 
 

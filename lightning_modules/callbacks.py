@@ -90,6 +90,9 @@ class ProbePanels(Callback):
             for filename, panel in panels.items():
                 logger.log_image(f"panels/{Path(filename).stem}", [panel])
             logger.log_table("probe/scores", *self._table(scores))
+            # The raw probe predictions travel with the run, so `identity-crisis report` can draw
+            # prediction grids from a W&B sweep as it does from local run folders.
+            logger.experiment.save(str(run_dir / PROBE_PREDICTIONS), base_path=str(run_dir))
 
     def _initial_maps(self, pl_module: LightningModule, probes: torch.Tensor) -> list[torch.Tensor]:
         # Swap the initial weights in and back rather than deep-copying a module that holds the
