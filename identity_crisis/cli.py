@@ -40,7 +40,11 @@ from lightning_modules.callbacks import METRICS_FILE, ProbePanels, RunSummary, w
 
 RUN_DIR_ENV = "IDC_RUN_DIR"
 # Subcommands beside LightningCLI's `fit`, each a module with main(argv).
-OTHER_COMMANDS = {"sweep": "identity_crisis.sweep", "report": "identity_crisis.report"}
+OTHER_COMMANDS = {
+    "sweep": "identity_crisis.sweep",
+    "report": "identity_crisis.report",
+    "theory": "identity_crisis.theory",
+}
 DEFAULT_PROJECT = "identity-crisis"
 
 # One image per step: checkpoints, model summaries and sanity checks cost more than the work, so
