@@ -163,6 +163,7 @@ class SingleExampleDataModule(LightningDataModule):
         self.train_indices: list[int] = []
         self.test_inputs: dict[str, torch.Tensor] = {}
         self._splits: dict[tuple[str, bool], tuple[torch.Tensor, torch.Tensor]] = {}
+        self._on_device: tuple[torch.Tensor, torch.device, torch.Tensor] | None = None
 
     def name_parts(self) -> list[str]:
         """The training data in a run name: 'mnist7', plus the index, count and mode when they
@@ -259,6 +260,16 @@ class SingleExampleDataModule(LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         return DataLoader(FullBatchStream(self.train_images), batch_size=None)
+
+    def transfer_batch_to_device(self, batch, device: torch.device, dataloader_idx: int):
+        # The training stream yields the very same tensor every step: copy it to the accelerator
+        # once, not once per step (each copy from pageable memory is a host sync).
+        if isinstance(batch, torch.Tensor):
+            cached = self._on_device
+            if cached is None or cached[0] is not batch or cached[1] != device:
+                self._on_device = (batch, device, batch.to(device))
+            return self._on_device[2]
+        return super().transfer_batch_to_device(batch, device, dataloader_idx)
 
     def test_dataloader(self) -> list[DataLoader]:
         return [

@@ -45,7 +45,9 @@ def test_sweep_file_follows_the_rules_and_its_cells_parse(path, data_root, cifar
     assert cells, "no cells"
     assert "seed_everything" in sweep.parameters, "every sweep sets its seeds explicitly"
     seeds = {cell["seed_everything"] for cell in cells}
-    assert len(seeds) >= 3 or sweep.method == "random"
+    # repro_* files are the CPU-sized reproductions behind REPRODUCTION.md, pictures not
+    # threshold claims; every experiment file has at least 3 seeds per cell.
+    assert len(seeds) >= 3 or sweep.method == "random" or path.stem.startswith("repro_")
     command = fill_command(sweep, cells[0])
     assert command[command.index(sweep.program) + 1] == "fit"
     # The base config comes first, so the sweep's values override it.
