@@ -50,6 +50,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, NullFormatter
 from PIL import Image, ImageDraw, ImageFont
 
+from datamodules.single_example import TEST_SETS
 from identity_crisis.cli import flatten_config
 from identity_crisis.errors import ConfigError
 from identity_crisis.images import image_grid, save_png
@@ -114,17 +115,7 @@ SHORT = {
     "data.num_train": "n",
     "trainer.max_steps": "steps",
 }
-SET_ORDER = (
-    "mnist",
-    "fashion",
-    "mnist_pairs",
-    "patterns",
-    "gaussian_noise",
-    "uniform_noise",
-    "checkerboard",
-    "cifar10",
-    "folder",
-)
+SET_ORDER = TEST_SETS
 TABLE_SETS = (("mnist", "mnist"), ("fashion", "fashion"), ("patterns", "patterns"))
 TABLE_SETS += (("gaussian_noise", "noise"),)
 CORRS = ("identity_corr", "constant_corr")

@@ -1,0 +1,595 @@
+"""Speed benchmark of identity-crisis: where the time of a run and of a sweep goes.
+
+    python benchmarks/bench_speed.py                       # full: ~15 min on 2 idle CPU cores
+    python benchmarks/bench_speed.py --quick               # ~2 min: checks that it works
+    python benchmarks/bench_speed.py --device cuda --out bench_cuda.json
+    python benchmarks/bench_speed.py --threads 1 --repeats 5
+
+Run it from anywhere on an otherwise idle machine, with the data root in $IDC_DATA_DIR (MNIST and
+Fashion-MNIST). Every number is a median over `--repeats` repeats (3; 2 with --quick), printed
+as `median (min-max)`. Standard output is one markdown table per section, ready for
+BENCHMARKS.md; progress goes to standard error; `--out` gets every raw time as JSON, with the
+machine (CPU model, cores, threads, torch and Lightning versions, device, load average before and
+after: a start load well above 0 means other work shared the machine and the times are noisy).
+
+Sections 1, 2 and 4 run in this process with `--threads` torch threads (default: torch's default,
+one per core); section 3 starts subprocesses as the sweep runner does.
+
+1. Framework overhead. Time per training step of the project's LightningModule under a Lightning
+   Trainer configured as the `fit` command configures it (`identity_crisis.cli.TRAINER_DEFAULTS`,
+   its two callbacks, a WandbLogger in disabled mode, no progress bar) against a plain PyTorch
+   loop over the same model, the optimizer of its `configure_optimizers()` (fused Adam) and the
+   same training image, full batch, MSE, with the module's `loss.item()` every `check_every` steps.
+   Each repeat times a short and a long step budget (chosen from a warm-up so the long one takes
+   ~6 s, 0.5 s with --quick); ms/step = (t_long - t_short) / (n_long - n_short), so fit start and
+   teardown cancel, and the fixed cost of one fit (Trainer construction, fit set-up, teardown) is
+   t_short - n_short * ms/step. Models: CNN depth 1, 5, 20 at 128 channels (5x5), FCN depth 1, 6
+   at width 784 (--quick leaves out CNN depth 20).
+2. Fraction of peak. FLOPs of one training step, counted analytically for conv and linear layers
+   only: a multiply-add is 2 FLOPs; a conv's forward is 2*k*k*Cin*Cout*H*W per image (stride 1,
+   same padding), a linear layer's 2*in*out; the backward is the weight gradient (= forward) plus
+   the input gradient (= forward) for every layer but the first (its input needs no gradient):
+   step = 3 * sum(forward) - forward(first layer). Biases, ReLU, the loss and the Adam update are
+   not counted (for FCNs the Adam update, ~10 elementwise ops per parameter, is of the same order
+   as the 6 counted FLOPs per parameter, so their fraction understates the work). Achieved FLOP/s
+   = that count / the section-1 step time, against the machine's rate on the same ops measured in
+   the same run: a 2048x2048 fp32 matmul (the FCNs' reference) and a 128->128 5x5 conv on
+   64x128x28x28 (16 images with --quick; the CNNs' reference), forward, no grad; the same conv on
+   the one image a training step sees is listed too. On CUDA, PyTorch's defaults apply to both
+   the model and the reference ops (convs may use TF32, matmuls do not).
+3. Grid throughput. A SMALL stand-in for the figure-3 grid (CNN depths 1-4 at 32 channels, 200
+   steps, data.test_size 16, seed 0; --quick: depths 1-2 at 8 channels, 20 steps, test_size 4)
+   is written as a sweep file and run twice through the real offline runner
+   (`identity_crisis.sweep.OfflineRunner`, output in a temp dir): with its default CPU slots
+   (one 1-thread worker per core) and one cell at a time with one thread per core (on CUDA: 4
+   runs per GPU against 1). Reported: wall time and cells per hour. Then the fixed cost of one
+   run: the `fit` command in a subprocess on a figure-3 cell (CNN depth 5, 128 channels) with
+   trainer.max_steps=1 and data.test_size=1, under the runner's worker environment: process
+   start, imports, W&B (offline) init and finish, data loading, one step, the probe panels, and
+   teardown; the bare imports are timed on their own. Target: that fixed cost is below the
+   training time of a depth-5 cell (1500 steps x the section-1 Lightning step time).
+4. Evaluation throughput. Test images per second of `trainer.test(...)` on an untrained model
+   at the default test sets and sizes (7 sets x data.test_size=100; --quick: 10), first without
+   callbacks, then with the command's callbacks (ProbePanels with initial weights recorded as
+   after a fit, RunSummary; files go to a temp dir); for CNN depth 5 and 20 (128 channels) and
+   FCN depth 6 (--quick leaves out CNN depth 20). The first test call, which also loads and
+   builds the test sets, is reported on its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import logging
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import pytorch_lightning
+import torch
+import torch.nn.functional as F
+import wandb
+import yaml
+from pytorch_lightning import Trainer
+from pytorch_lightning.loggers import WandbLogger
+from torch import nn
+
+from datamodules import SingleExampleDataModule
+from identity_crisis.cli import TRAINER_DEFAULTS
+from identity_crisis.sweep import OfflineRunner, load_sweep
+from lightning_modules import CNN, FCN
+from lightning_modules.callbacks import ProbePanels, RunSummary
+
+REPO = Path(__file__).resolve().parent.parent
+FIG3_STEPS = 1500  # configs/cnn.yaml and sweeps/fig3_cnn_depth.yaml
+MODELS = {  # name: (class, arguments); the config files' defaults otherwise
+    "cnn-d1-c128": (CNN, {"depth": 1, "channels": 128}),
+    "cnn-d5-c128": (CNN, {"depth": 5, "channels": 128}),
+    "cnn-d20-c128": (CNN, {"depth": 20, "channels": 128}),
+    "fcn-d1-w784": (FCN, {"depth": 1, "width": 784, "lr": 1e-4}),
+    "fcn-d6-w784": (FCN, {"depth": 6, "width": 784, "lr": 1e-4}),
+}
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def build(name: str) -> nn.Module:
+    torch.manual_seed(0)
+    cls, kwargs = MODELS[name]
+    return cls(**kwargs)
+
+
+def stats(values: list[float]) -> dict:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def fmt(s: dict, scale: float = 1.0, digits: int = 3) -> str:
+    """`median (min-max)` with `digits` significant digits."""
+    m, lo, hi = (f"{s[k] * scale:.{digits}g}" for k in ("median", "min", "max"))
+    return f"{m} ({lo}-{hi})"
+
+
+def table(header: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows])
+
+
+def machine_info(device: str, threads: int) -> dict:
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "cores_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "torch_threads": threads,
+        "torch": torch.__version__,
+        "pytorch_lightning": pytorch_lightning.__version__,
+        "python": platform.python_version(),
+        "device": device,
+        "device_name": torch.cuda.get_device_name(0) if device == "cuda" else cpu,
+        "load_average_start": os.getloadavg(),
+    }
+
+
+def make_trainer(steps: int, device: str, root: str, callbacks: list | None = None) -> Trainer:
+    """A Trainer as the `fit` command builds it (TRAINER_DEFAULTS), with W&B disabled."""
+    logger = WandbLogger(mode="disabled", save_dir=root, settings=wandb.Settings(quiet=True))
+    options = {**TRAINER_DEFAULTS, "max_steps": steps, "enable_progress_bar": False}
+    return Trainer(
+        **options,
+        accelerator="gpu" if device == "cuda" else "cpu",
+        logger=logger,
+        callbacks=callbacks if callbacks is not None else [ProbePanels(), RunSummary()],
+        default_root_dir=root,
+    )
+
+
+# --- 1. framework overhead ---------------------------------------------------------------------
+def time_lightning(name: str, steps: int, data, device: str, root: str) -> float:
+    model = build(name)
+    sync(device)
+    start = time.perf_counter()
+    make_trainer(steps, device, root).fit(model, datamodule=data)
+    wandb.finish()  # as a run ends; the next Trainer gets a W&B run of its own
+    sync(device)
+    return time.perf_counter() - start
+
+
+def time_plain(name: str, steps: int, images: torch.Tensor, device: str) -> float:
+    model = build(name).to(device)
+    optimizer = model.configure_optimizers()
+    check_every = model.hparams.check_every
+    x = images.to(device)
+    sync(device)
+    start = time.perf_counter()
+    for step in range(steps):
+        loss = F.mse_loss(model(x), x)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if (step + 1) % check_every == 0:
+            loss.item()
+    sync(device)
+    return time.perf_counter() - start
+
+
+def framework_overhead(names, data, device, repeats, target_s, root) -> list[dict]:
+    results = []
+    for name in names:
+        time_plain(name, 2, data.train_images, device)  # warm-up: kernels, allocator
+        time_lightning(name, 2, data, device, root)
+        n, elapsed = 3, time_plain(name, 3, data.train_images, device)
+        while elapsed < target_s / 5:  # the estimate of the step time takes >= 1/5 of a budget
+            n *= 2
+            elapsed = time_plain(name, n, data.train_images, device)
+        estimate = elapsed / n
+        n_long = int(min(max(target_s / estimate, 20), 5000))
+        n_short = max(2, n_long // 5)
+        log(f"[1] {name}: ~{estimate * 1e3:.1f} ms/step, budgets {n_short}/{n_long} steps")
+        timers = {
+            "lightning": lambda n, name=name: time_lightning(name, n, data, device, root),
+            "plain": lambda n, name=name: time_plain(name, n, data.train_images, device),
+        }
+        raw = {kind: [] for kind in timers}
+        for _ in range(repeats):  # interleaved, so a slow spell of the machine hits both
+            for kind, timer in timers.items():
+                raw[kind].append({"t_short": timer(n_short), "t_long": timer(n_long)})
+        result = {"model": name, "n_short": n_short, "n_long": n_long, "raw": raw}
+        for kind, times in raw.items():
+            per_step = [(t["t_long"] - t["t_short"]) / (n_long - n_short) for t in times]
+            fixed = [t["t_short"] - n_short * s for t, s in zip(times, per_step, strict=True)]
+            result[f"{kind}_step_s"] = stats(per_step)
+            result[f"{kind}_fixed_s"] = stats(fixed)
+        ratios = [
+            (lt["t_long"] - lt["t_short"]) / (pt["t_long"] - pt["t_short"])
+            for lt, pt in zip(raw["lightning"], raw["plain"], strict=True)
+        ]
+        result["ratio"] = stats(ratios)
+        results.append(result)
+    return results
+
+
+def overhead_table(results: list[dict]) -> str:
+    rows = [
+        [
+            r["model"],
+            f"{r['n_short']}/{r['n_long']}",
+            fmt(r["plain_step_s"], 1e3),
+            fmt(r["lightning_step_s"], 1e3),
+            fmt(r["ratio"]),
+            f"{(r['lightning_step_s']['median'] - r['plain_step_s']['median']) * 1e3:.2f}",
+            fmt(r["lightning_fixed_s"]),
+        ]
+        for r in results
+    ]
+    header = ["model", "steps", "plain ms/step", "Lightning ms/step", "Lightning/plain"]
+    return table(header + ["extra ms/step", "Lightning fixed s/fit"], rows)
+
+
+# --- 2. fraction of peak -----------------------------------------------------------------------
+def train_step_flops(model: nn.Module, images: int = 1) -> int:
+    """Conv and linear FLOPs of forward + backward (see the module docstring)."""
+    _, h, w = model.image_shape
+    forward = []
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            kh, kw = m.kernel_size
+            forward.append(2 * kh * kw * m.in_channels * m.out_channels * h * w // m.groups)
+        elif isinstance(m, nn.Linear):
+            forward.append(2 * m.in_features * m.out_features)
+    return images * (3 * sum(forward) - forward[0])
+
+
+def peak_rates(device: str, repeats: int, conv_batch: int) -> dict:
+    conv = nn.Conv2d(128, 128, 5, padding=2).to(device)
+    a, b = (torch.randn(2048, 2048, device=device) for _ in range(2))
+    batch, one = (torch.randn(n, 128, 28, 28, device=device) for n in (conv_batch, 1))
+    ops = {
+        "matmul 2048x2048x2048": (lambda: a @ b, 2 * 2048**3),
+        f"conv 128->128 5x5 28x28 batch {conv_batch}": (
+            lambda: conv(batch),
+            2 * 25 * 128 * 128 * 784 * conv_batch,
+        ),
+        "conv 128->128 5x5 28x28 batch 1": (lambda: conv(one), 2 * 25 * 128 * 128 * 784),
+    }
+    results = {}
+    with torch.no_grad():
+        for name, (op, flops) in ops.items():
+            op()  # warm-up
+            calls = 1 if flops > 1e9 else 20  # batch 1: time 20 calls at once
+            seconds = []
+            for _ in range(repeats):
+                sync(device)
+                start = time.perf_counter()
+                for _ in range(calls):
+                    op()
+                sync(device)
+                seconds.append((time.perf_counter() - start) / calls)
+            results[name] = {"flops": flops, "seconds": stats(seconds), "raw": seconds}
+            results[name]["flop_per_s"] = flops / results[name]["seconds"]["median"]
+    return results
+
+
+def fraction_of_peak(overhead: list[dict], peaks: dict) -> list[dict]:
+    matmul, conv = list(peaks)[:2]
+    rows = []
+    for r in overhead:
+        flops = train_step_flops(build(r["model"]))
+        reference = conv if r["model"].startswith("cnn") else matmul
+        peak = peaks[reference]["flop_per_s"]
+        row = {"model": r["model"], "flops": flops, "reference": reference, "peak": peak}
+        for kind in ("lightning", "plain"):
+            row[f"{kind}_flop_per_s"] = flops / r[f"{kind}_step_s"]["median"]
+        row["fraction"] = row["lightning_flop_per_s"] / peak
+        rows.append(row)
+    return rows
+
+
+def peak_tables(peaks: dict, rows: list[dict]) -> str:
+    ops = [
+        [n, f"{p['flops'] / 1e9:.3g}", fmt(p["seconds"], 1e3), f"{p['flop_per_s'] / 1e9:.1f}"]
+        for n, p in peaks.items()
+    ]
+    models = [
+        [
+            r["model"],
+            f"{r['flops'] / 1e9:.4g}",
+            f"{r['lightning_flop_per_s'] / 1e9:.3g}",
+            f"{r['plain_flop_per_s'] / 1e9:.3g}",
+            f"{r['peak'] / 1e9:.1f} ({r['reference'].split(' ')[0]})",
+            f"{100 * r['fraction']:.2g}%",
+        ]
+        for r in rows
+    ]
+    return "\n\n".join(
+        [
+            table(["op (forward, no grad)", "GFLOP/call", "ms/call", "GFLOP/s"], ops),
+            table(
+                ["model", "GFLOP/step", "Lightning GFLOP/s", "plain GFLOP/s", "peak GFLOP/s"]
+                + ["Lightning % of peak"],
+                models,
+            ),
+        ]
+    )
+
+
+# --- 3. grid throughput ------------------------------------------------------------------------
+def run_grid(sweep_file: Path, out: Path, device: str, parallel: bool, threads: int) -> dict:
+    sweep = load_sweep(sweep_file)
+    if device == "cuda":
+        runner = OfflineRunner(sweep, out, gpus=["0"], per_gpu=4 if parallel else 1)
+    else:
+        runner = OfflineRunner(sweep, out, workers=None if parallel else 1)
+        if not parallel:  # one cell at a time with every thread
+            one = {"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": str(threads)}
+            runner.slots = [{**one, "MKL_NUM_THREADS": str(threads)}]
+    printed = io.StringIO()
+    start = time.perf_counter()
+    with contextlib.redirect_stdout(printed):
+        counts = runner.run()
+    wall = time.perf_counter() - start
+    cells = [json.loads((c.folder / "done.json").read_text()) for c in runner.cells if c.done]
+    if counts["done"] != len(runner.cells):
+        log(printed.getvalue())
+        for cell in runner.cells:
+            if not cell.done and (cell.folder / "log.txt").is_file():
+                log((cell.folder / "log.txt").read_text()[-3000:])
+    slot_threads = runner.slots[0].get("OMP_NUM_THREADS", "default")
+    return {
+        "slots": len(runner.slots),
+        "threads_per_slot": slot_threads,
+        "counts": counts,
+        "wall_s": wall,
+        "cells_per_hour": counts["done"] / wall * 3600,
+        "cell_seconds": [c["seconds"] for c in cells],
+    }
+
+
+def timed_subprocess(command: list[str], env: dict) -> float:
+    start = time.perf_counter()
+    done = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        log(f"command failed ({done.returncode}): {' '.join(command)}\n{done.stdout[-3000:]}")
+        log(done.stderr[-3000:])
+        raise SystemExit(1)
+    return seconds
+
+
+def grid_throughput(quick, device, repeats, tmp: Path, d5_step_s: float) -> dict:
+    cores = os.cpu_count() or 1
+    depths, channels, steps, test_size = (
+        ([1, 2], 8, 20, 4) if quick else ([1, 2, 3, 4], 32, 200, 16)
+    )
+    spec = {
+        "name": "bench_grid",
+        "program": "identity_crisis/cli.py",
+        "method": "grid",
+        "command": ["${env}", "${interpreter}", "${program}", "fit", "--config"]
+        + ["configs/cnn.yaml", "${args}"],
+        "parameters": {
+            "model.depth": {"values": depths},
+            "model.channels": {"value": channels},
+            "trainer.max_steps": {"value": steps},
+            "data.test_size": {"value": test_size},
+            "seed_everything": {"value": 0},
+        },
+    }
+    sweep_file = tmp / "bench_grid.yaml"
+    sweep_file.write_text(yaml.safe_dump(spec, sort_keys=False))
+    grid = f"CNN depths {depths}, {channels} channels, {steps} steps, test_size {test_size}, 1 seed"
+    log(f"[3] stand-in grid: {grid}")
+    runs = {}
+    for mode in ("parallel", "sequential"):
+        runs[mode] = run_grid(sweep_file, tmp / mode, device, mode == "parallel", cores)
+        log(f"[3] {mode}: {runs[mode]['wall_s']:.1f} s, {runs[mode]['counts']}")
+
+    # The runner's worker environment, and a figure-3 cell cut to one step and one image per set.
+    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1"}
+    env.update({"CUDA_VISIBLE_DEVICES": "0"} if device == "cuda" else {"CUDA_VISIBLE_DEVICES": ""})
+    if device == "cpu":
+        env.update({"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
+    imports = "import torch, torchvision, pytorch_lightning, wandb, identity_crisis.cli"
+    cell = [sys.executable, "identity_crisis/cli.py", "fit", "--config", "configs/cnn.yaml"]
+    cell += ["--model.depth=5", "--model.channels=128", "--trainer.max_steps=1"]
+    cell += ["--data.test_size=1", "--seed_everything=0"]
+    fixed, bare = [], []
+    for i in range(repeats):
+        bare.append(timed_subprocess([sys.executable, "-c", imports], env))
+        fixed.append(timed_subprocess(cell + [f"--run.dir={tmp / f'fixed{i}'}"], env))
+        log(f"[3] fixed cost: imports {bare[-1]:.1f} s, one-step cell {fixed[-1]:.1f} s")
+    training = FIG3_STEPS * d5_step_s
+    return {
+        "grid": grid,
+        "runs": runs,
+        "fixed_cell_s": stats(fixed),
+        "imports_s": stats(bare),
+        "fixed_cell_raw": fixed,
+        "imports_raw": bare,
+        "d5_training_s": training,
+        "fixed_over_training": statistics.median(fixed) / training,
+    }
+
+
+def grid_tables(g: dict) -> str:
+    rows = [
+        [
+            mode,
+            f"{r['slots']} x {r['threads_per_slot']}",
+            r["counts"]["done"],
+            f"{r['wall_s']:.1f}",
+            f"{r['cells_per_hour']:.0f}",
+            f"{statistics.median(r['cell_seconds']):.1f}" if r["cell_seconds"] else "-",
+        ]
+        for mode, r in g["runs"].items()
+    ]
+    header = ["runner", "workers x threads", "cells done", "wall s", "cells/hour", "s/cell"]
+    fixed = [
+        ["bare imports (python -c 'import torch, ..., identity_crisis.cli')", fmt(g["imports_s"])],
+        ["one fig-3 cell (d5 c128), max_steps=1, test_size=1", fmt(g["fixed_cell_s"])],
+        [
+            f"training of a d5 c128 cell ({FIG3_STEPS} x section-1 step)",
+            f"{g['d5_training_s']:.1f}",
+        ],
+        ["fixed / training (target <= 1)", f"{g['fixed_over_training']:.3f}"],
+    ]
+    return "\n\n".join(
+        [f"Stand-in grid: {g['grid']}.", table(header, rows), table(["per-run cost", "s"], fixed)]
+    )
+
+
+# --- 4. evaluation throughput ------------------------------------------------------------------
+def time_test(model, data, device, root: str, panels: bool) -> float:
+    callbacks = [ProbePanels(), RunSummary()] if panels else []
+    trainer = make_trainer(1, device, root, callbacks)
+    if panels:  # the initial weights a fit records, for the hidden_init panel
+        callbacks[0].on_fit_start(trainer, model)
+    sync(device)
+    start = time.perf_counter()
+    trainer.test(model, datamodule=data, verbose=False)
+    sync(device)
+    seconds = time.perf_counter() - start
+    wandb.finish()
+    return seconds
+
+
+def evaluation(names, test_size, device, repeats, root: str) -> dict:
+    data = SingleExampleDataModule(download=False, test_size=test_size)
+    first = time_test(build("fcn-d6-w784"), data, device, root, panels=False)
+    images = sum(len(t) for t in data.test_inputs.values())
+    log(f"[4] first test call (loads the test sets): {first:.1f} s, {images} images")
+    results = []
+    for name in names:
+        model = build(name)
+        raw = {"plain": [], "panels": []}
+        for _ in range(repeats):
+            for kind in raw:
+                raw[kind].append(time_test(model, data, device, root, panels=kind == "panels"))
+        log(f"[4] {name}: {raw}")
+        result = {"model": name, "images": images, "raw": raw}
+        for kind, times in raw.items():
+            result[f"{kind}_s"] = stats(times)
+            result[f"{kind}_images_per_s"] = images / statistics.median(times)
+        results.append(result)
+    return {
+        "first_call_s": first,
+        "test_size": test_size,
+        "sets": len(data.test_inputs),
+        "models": results,
+    }
+
+
+def evaluation_table(e: dict) -> str:
+    rows = [
+        [
+            r["model"],
+            r["images"],
+            fmt(r["plain_s"]),
+            f"{r['plain_images_per_s']:.0f}",
+            fmt(r["panels_s"]),
+            f"{r['panels_images_per_s']:.0f}",
+            f"{r['panels_s']['median'] - r['plain_s']['median']:.2f}",
+        ]
+        for r in e["models"]
+    ]
+    header = ["model", "test images", "test s", "images/s", "test s, with callbacks"]
+    header += ["images/s, with callbacks", "callbacks s"]
+    note = (
+        f"{e['sets']} sets x {e['test_size']} images; the first test call of the process, which "
+        f"also loads and builds the test sets, took {e['first_call_s']:.1f} s."
+    )
+    return note + "\n\n" + table(header, rows)
+
+
+# --- main --------------------------------------------------------------------------------------
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="few steps, small sets: a check")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--out", default=None, help="JSON file for every raw number")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--repeats", type=int, default=None, help="default 3 (2 with --quick)")
+    args = parser.parse_args()
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("CUDA is not available on this machine: nothing measured (use --device cpu).")
+        return
+    out = Path(args.out).resolve() if args.out else None
+    os.chdir(REPO)  # the sweep commands name configs/ and identity_crisis/ relative to it
+    for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", ".*does not have many workers.*")
+    warnings.filterwarnings("ignore", ".*isinstance\\(treespec, LeafSpec\\).*")
+    torch.set_num_threads(args.threads)
+    repeats = args.repeats or (2 if args.quick else 3)
+    device, started = args.device, time.perf_counter()
+    report = {"mode": "quick" if args.quick else "full", "repeats": repeats}
+    report["machine"] = machine_info(device, args.threads)
+    if report["machine"]["load_average_start"][0] > 0.5:
+        log(f"warning: load average {report['machine']['load_average_start']}: times are noisy")
+
+    with tempfile.TemporaryDirectory(prefix="idc-bench-") as tmp:
+        tmp = Path(tmp)
+        data = SingleExampleDataModule(download=False)
+        data.setup("fit")
+        names = [n for n in MODELS if not (args.quick and n == "cnn-d20-c128")]
+        overhead = framework_overhead(
+            names, data, device, repeats, 0.5 if args.quick else 6.0, str(tmp / "fits")
+        )
+        report["framework_overhead"] = overhead
+        peaks = peak_rates(device, 3 if args.quick else 5, 16 if args.quick else 64)
+        report["peaks"] = peaks
+        report["fraction_of_peak"] = fraction_of_peak(overhead, peaks)
+        d5 = next(r for r in overhead if r["model"] == "cnn-d5-c128")
+        d5_step = d5["lightning_step_s"]["median"]
+        grid_repeats = 1 if args.quick else repeats
+        report["grid_throughput"] = grid_throughput(args.quick, device, grid_repeats, tmp, d5_step)
+        eval_names = [n for n in ("cnn-d5-c128", "cnn-d20-c128", "fcn-d6-w784") if n in names]
+        report["evaluation"] = evaluation(
+            eval_names, 10 if args.quick else 100, device, repeats, str(tmp / "test")
+        )
+    report["machine"]["load_average_end"] = os.getloadavg()
+    report["torch_threads_end"] = torch.get_num_threads()
+    report["wall_s"] = time.perf_counter() - started
+
+    m = report["machine"]
+    print(f"## Speed benchmark ({report['mode']} mode, {repeats} repeats, median (min-max))\n")
+    machine = [[k, m[k]] for k in ("cpu", "cores", "torch_threads", "device_name", "torch")]
+    machine += [["pytorch_lightning", m["pytorch_lightning"]]]
+    loads = (m["load_average_start"][0], m["load_average_end"][0])
+    machine += [["load average (1 min) start / end", f"{loads[0]:.2f} / {loads[1]:.2f}"]]
+    print(table(["machine", ""], machine))
+    print("\n### 1. Framework overhead (per training step; fixed cost per fit)\n")
+    print(overhead_table(overhead))
+    print("\n### 2. Fraction of peak (conv + linear FLOPs of forward + backward)\n")
+    print(peak_tables(peaks, report["fraction_of_peak"]))
+    print("\n### 3. Grid throughput (offline sweep runner)\n")
+    print(grid_tables(report["grid_throughput"]))
+    print("\n### 4. Evaluation throughput (trainer.test, untrained model)\n")
+    print(evaluation_table(report["evaluation"]))
+    print(f"\nbenchmark wall time {report['wall_s']:.0f} s")
+    if out:
+        out.write_text(json.dumps(report, indent=2, default=str) + "\n")
+        print(f"raw numbers: {out}")
+
+
+if __name__ == "__main__":
+    main()
