@@ -1,6 +1,7 @@
 """Sweep files, their expansion into commands the real CLI accepts, and the offline runner."""
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -244,3 +245,26 @@ def test_runner_slots_pin_gpus_or_one_thread_per_cpu_worker(tmp_path):
     assert len(cpu.slots) == 3 and all(s["OMP_NUM_THREADS"] == "1" for s in cpu.slots)
     todo, done = cpu.plan()
     assert len(todo) == 2 and not done
+
+
+def test_agents_script_pins_agents_per_gpu(tmp_path):
+    env = {**os.environ, "AGENT_DRY_RUN": "1", "AGENT_STAGGER_S": "0"}
+    env |= {"CUDA_VISIBLE_DEVICES": "0,1", "WANDB_MODE": "", "AGENT_LOG_DIR": str(tmp_path)}
+    result = subprocess.run(
+        ["bash", "sweeps/agents.sh", "ent/proj/abc", "2"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stdout.splitlines() if "wandb agent ent/proj/abc" in line]
+    pinned = [line.split("CUDA_VISIBLE_DEVICES=")[1].split()[0] for line in lines]
+    assert pinned == ["0", "0", "1", "1"]
+
+
+@pytest.mark.parametrize("script", ["sweeps/agents.sh", "sweeps/slurm_agents.sbatch"])
+def test_launchers_refuse_a_missing_sweep_id(script):
+    env = {k: v for k, v in os.environ.items() if k != "SWEEP_ID"}
+    result = subprocess.run(["bash", script], capture_output=True, text=True, cwd=REPO, env=env)
+    assert result.returncode == 2 and "usage:" in result.stderr
