@@ -34,9 +34,10 @@ from pytorch_lightning.utilities import rank_zero_only
 
 from datamodules.single_example import SingleExampleDataModule
 from identity_crisis.errors import ConfigError, TrainingFailed
+from identity_crisis.jsonio import write_json
 from identity_crisis.tracking import load_env_file, resolve_wandb_mode
 from lightning_modules.base import IdentityTaskModule
-from lightning_modules.callbacks import METRICS_FILE, ProbePanels, RunSummary, write_json
+from lightning_modules.callbacks import METRICS_FILE, ProbePanels, RunSummary
 
 RUN_DIR_ENV = "IDC_RUN_DIR"
 # Subcommands beside LightningCLI's `fit`, each a module with main(argv).

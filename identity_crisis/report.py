@@ -54,15 +54,10 @@ from datamodules.single_example import TEST_SETS
 from identity_crisis.cli import flatten_config
 from identity_crisis.errors import ConfigError
 from identity_crisis.images import image_grid, save_png
+from identity_crisis.jsonio import write_json
 from identity_crisis.sweep import DONE, FAILED, LOG, RUN
 from identity_crisis.tracking import load_env_file, resolve_wandb_mode
-from lightning_modules.callbacks import (
-    HIDDEN_INIT,
-    HIDDEN_TRAINED,
-    METRICS_FILE,
-    PROBE_PREDICTIONS,
-    write_json,
-)
+from lightning_modules.callbacks import HIDDEN_INIT, HIDDEN_TRAINED, METRICS_FILE, PROBE_PREDICTIONS
 
 DEFAULT_OUT = "runs/report"
 SEED_KEY = "seed_everything"
@@ -181,7 +176,7 @@ class RunRecord:
 
 
 def _number(value) -> float | None:
-    """A JSON number, or the string `write_json` writes for a non-finite float ("nan")."""
+    """A JSON number; null (a non-finite float) and anything else non-numeric read as None."""
     if isinstance(value, bool) or value is None:
         return None
     try:
@@ -1199,19 +1194,6 @@ def summary_markdown(report: dict, columns: list[str], rows: list[list[str]]) ->
     return "\n".join(lines) + "\n"
 
 
-def _jsonable(value):
-    """NaN and infinities as null: report.json stays strict JSON for other tools."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        return _jsonable(value.item())
-    return value
-
-
 # --- the one path from records to outputs -------------------------------------------------------
 def build_report(
     records: list[RunRecord],
@@ -1260,7 +1242,7 @@ def build_report(
     columns, rows = table_rows(numbers, keys)
     (out / "summary.md").write_text(summary_markdown(report, columns, rows))
     report["table"] = {"columns": columns, "data": rows}
-    write_json(out / "report.json", _jsonable(report))
+    write_json(out / "report.json", report)
     return report
 
 

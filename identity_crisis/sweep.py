@@ -35,6 +35,7 @@ from pathlib import Path
 import yaml
 
 from identity_crisis.errors import ConfigError
+from identity_crisis.jsonio import write_json
 
 TOP_LEVEL_KEYS = {
     "name",
@@ -384,7 +385,7 @@ class OfflineRunner:
             status = json.loads(metrics_file.read_text()).get("status")
         if returncode == 0 and status == "ok":
             (cell.folder / FAILED).unlink(missing_ok=True)
-            _write_json(
+            write_json(
                 cell.folder / DONE,
                 {"params": cell.params, "seconds": round(seconds, 2), "run": str(RUN)},
             )
@@ -400,7 +401,7 @@ class OfflineRunner:
         return False
 
     def _record_failure(self, cell: Cell, returncode: int | None, reason: str) -> None:
-        _write_json(
+        write_json(
             cell.folder / FAILED,
             {
                 "params": cell.params,
@@ -436,12 +437,6 @@ def _stop(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
             proc.wait(timeout=wait)
         except subprocess.TimeoutExpired:
             continue
-
-
-def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
-    tmp.replace(path)
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

@@ -52,8 +52,8 @@ from pytorch_lightning import Trainer
 
 from datamodules import SingleExampleDataModule
 from identity_crisis.errors import ConfigError, TrainingFailed, check_positive
+from identity_crisis.jsonio import write_json
 from lightning_modules import CNN, FCN
-from lightning_modules.callbacks import write_json
 
 DEFAULT_KERNELS = (1, 3, 5, 7, 9, 11, 15, 21, 29)
 # The test sets the report scores (a few kinds of input: digits, clothes, synthetic patterns,

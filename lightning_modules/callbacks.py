@@ -7,8 +7,6 @@ WandbLogger is attached.
 
 from __future__ import annotations
 
-import json
-import math
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +17,7 @@ from pytorch_lightning.utilities import rank_zero_only
 
 from datamodules.single_example import PROBE_NAMES
 from identity_crisis.images import hidden_layer_grid, image_grid, save_png
+from identity_crisis.jsonio import write_json
 from lightning_modules.metrics import VERDICTS, per_image_scores
 
 PROBE_PANEL = "probe_panel.png"
@@ -139,19 +138,3 @@ class RunSummary(Callback):
             "metrics": dict(sorted(metrics.items())),
         }
         write_json(Path(trainer.default_root_dir) / METRICS_FILE, summary)
-
-
-def write_json(path: Path, data: dict) -> None:
-    """Write atomically, so a reader (the sweep runner, a report) never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=_jsonable) + "\n")
-    tmp.replace(path)
-
-
-def _jsonable(value):
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if isinstance(value, torch.Tensor | np.generic):
-        return value.item()
-    raise TypeError(f"not JSON serializable: {value!r}")
