@@ -51,6 +51,7 @@ import torch.nn.functional as F
 from pytorch_lightning import Trainer
 
 from datamodules import SingleExampleDataModule
+from identity_crisis.cli import TRAINER_DEFAULTS
 from identity_crisis.errors import ConfigError, TrainingFailed, check_positive
 from identity_crisis.jsonio import write_json
 from lightning_modules import CNN, FCN
@@ -358,17 +359,9 @@ def _quiet_single_thread() -> Iterator[None]:
 
 
 def _trainer(steps: int) -> Trainer:
-    return Trainer(
-        max_steps=steps,
-        accelerator="cpu",
-        devices=1,
-        precision="64-true",
-        logger=False,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        enable_progress_bar=False,
-        num_sanity_val_steps=0,
-    )
+    # The `fit` command's quiet settings, in float64 on the CPU and without a logger.
+    options = {**TRAINER_DEFAULTS, "max_steps": steps, "enable_progress_bar": False}
+    return Trainer(**options, accelerator="cpu", precision="64-true", logger=False)
 
 
 def _prepare(data, test_sets: Sequence[str] | None) -> tuple[torch.Tensor, dict]:

@@ -4,20 +4,15 @@ import pytest
 import torch
 from pytorch_lightning import Trainer
 
+from identity_crisis.cli import TRAINER_DEFAULTS
 from identity_crisis.errors import ConfigError, TrainingFailed
 from lightning_modules import CNN, FCN, ResidualCNN
 
 
 def make_trainer(steps: int, **kwargs) -> Trainer:
-    return Trainer(
-        max_steps=steps,
-        logger=False,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        enable_progress_bar=False,
-        num_sanity_val_steps=0,
-        **kwargs,
-    )
+    """The `fit` command's trainer settings, without a logger or a progress bar."""
+    options = {**TRAINER_DEFAULTS, "max_steps": steps, "enable_progress_bar": False}
+    return Trainer(**options, logger=False, **kwargs)
 
 
 def fit_and_test(model, data, steps: int, **kwargs) -> dict[str, float]:
