@@ -89,7 +89,7 @@ from lightning_modules import CNN, FCN
 from lightning_modules.callbacks import ProbePanels, RunSummary
 
 REPO = Path(__file__).resolve().parent.parent
-FIG3_STEPS = 1500  # configs/cnn.yaml and sweeps/fig3_cnn_depth.yaml
+FIG3_STEPS = 1500  # configs/cnn.yaml's min_steps, where a depth-5 cell stops (its loss is < 1e-4)
 MODELS = {  # name: (class, arguments); the config files' defaults otherwise
     "cnn-d1-c128": (CNN, {"depth": 1, "channels": 128}),
     "cnn-d5-c128": (CNN, {"depth": 5, "channels": 128}),

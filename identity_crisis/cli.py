@@ -45,6 +45,7 @@ OTHER_COMMANDS = {
     "sweep": "identity_crisis.sweep",
     "report": "identity_crisis.report",
     "theory": "identity_crisis.theory",
+    "init-signal": "identity_crisis.init_signal",
 }
 DEFAULT_PROJECT = "identity-crisis"
 
@@ -58,6 +59,9 @@ TRAINER_DEFAULTS = {
     "num_sanity_val_steps": 0,
     "log_every_n_steps": 50,
     "devices": 1,
+    # Training is one endless epoch of the same image. Lightning reads min_steps as also needing
+    # one whole epoch, which never ends, so a stop (stop_loss) would never be honoured.
+    "min_epochs": 0,
 }
 
 

@@ -107,6 +107,7 @@ SHORT = {
     "model.block_size": "b",
     "model.lr": "lr",
     "model.momentum": "m",
+    "model.warmup_steps": "wu",
     "data.num_train": "n",
     "trainer.max_steps": "steps",
 }

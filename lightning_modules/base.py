@@ -8,6 +8,7 @@ of each layer in turn (the last one is the network output).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import deque
 from collections.abc import Iterator
@@ -44,11 +45,14 @@ class IdentityTaskModule(LightningModule):
         optimizer: adam (fused where the device supports it) or sgd (with `momentum`).
         lr: learning rate.
         momentum: SGD momentum (unused by adam).
+        warmup_steps: the learning rate rises linearly from lr / warmup_steps to lr over the first
+            `warmup_steps` steps, then stays at lr; 0 = no warmup.
         init: weight initialization: default (PyTorch's), xavier_uniform, xavier_normal,
             kaiming_normal, kaiming_uniform or orthogonal; biases start at zero except with default.
         fit_threshold: final training MSE above which the run is flagged as not fitted.
         stop_loss: stop training once the training MSE is below this (checked every
-            `check_every` steps); null = train for the whole step budget.
+            `check_every` steps, and not before the trainer's `min_steps`); null = train for the
+            whole step budget (`max_steps`).
         check_every: steps between loss checks (divergence, `stop_loss`); each check is one
             device-to-host sync.
         verdict_threshold: correlation a per-image verdict of identity or constant needs.
@@ -62,6 +66,7 @@ class IdentityTaskModule(LightningModule):
         optimizer: str = "adam",
         lr: float = 1e-3,
         momentum: float = 0.9,
+        warmup_steps: int = 0,
         init: str = "xavier_uniform",
         fit_threshold: float = DEFAULT_FIT_THRESHOLD,
         stop_loss: float | None = None,
@@ -80,6 +85,10 @@ class IdentityTaskModule(LightningModule):
         if not 0 <= momentum < 1:
             raise ConfigError(f"--model.momentum={momentum!r} is not valid; it must be in [0, 1)")
         check_positive("--model.check_every", check_every)
+        if warmup_steps < 0:
+            raise ConfigError(
+                f"--model.warmup_steps={warmup_steps!r} is not valid; it must be >= 0 (0 = none)"
+            )
         if not 0 < verdict_threshold <= 1:
             raise ConfigError(
                 f"--model.verdict_threshold={verdict_threshold!r} is not valid; "
@@ -110,7 +119,8 @@ class IdentityTaskModule(LightningModule):
 
     def name_parts(self) -> list[str]:
         hp = self.hparams
-        return [*self.run_name_parts(), hp.init, f"{hp.optimizer}{hp.lr:g}"]
+        optimizer = f"{hp.optimizer}{hp.lr:g}" + (f"wu{hp.warmup_steps}" if hp.warmup_steps else "")
+        return [*self.run_name_parts(), hp.init, optimizer]
 
     def init_weights(self) -> None:
         init, relu = self.hparams.init, self.hparams.get("activation") == "relu"
@@ -141,7 +151,19 @@ class IdentityTaskModule(LightningModule):
         return {"model/params": sum(p.numel() for p in self.parameters()), "model/weights": weights}
 
     # --- training ---------------------------------------------------------------------------
-    def configure_optimizers(self) -> torch.optim.Optimizer:
+    def configure_optimizers(self):
+        hp = self.hparams
+        optimizer = self._optimizer()
+        if not hp.warmup_steps:
+            return optimizer
+        schedule = functools.partial(linear_warmup, steps=hp.warmup_steps)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
+
+    def _optimizer(self) -> torch.optim.Optimizer:
         hp = self.hparams
         if hp.optimizer == "sgd":
             return torch.optim.SGD(self.parameters(), lr=hp.lr, momentum=hp.momentum)
@@ -177,7 +199,10 @@ class IdentityTaskModule(LightningModule):
                 f"training diverged: loss {loss} at step {self.global_step + 1} "
                 f"(lr={self.hparams.lr:g}, {self.hparams.optimizer})"
             )
-        if self.hparams.stop_loss is not None and loss < self.hparams.stop_loss:
+        # Before the trainer's min_steps Lightning would ignore the stop and say so at every check.
+        min_steps = self.trainer.min_steps or 0
+        stop_loss = self.hparams.stop_loss
+        if stop_loss is not None and loss < stop_loss and self.global_step + 1 >= min_steps:
             self.trainer.should_stop = True
 
     def train_images(self) -> torch.Tensor:
@@ -246,3 +271,8 @@ class IdentityTaskModule(LightningModule):
 
 def activation_module(name: str) -> nn.Module:
     return nn.ReLU() if name == "relu" else nn.Identity()
+
+
+def linear_warmup(step: int, steps: int) -> float:
+    """The learning-rate factor at `step` (0-based): (step + 1) / steps, then 1."""
+    return min(1.0, (step + 1) / steps)

@@ -37,8 +37,8 @@ def test_fit_writes_the_run_folder_and_an_offline_wandb_run(capsys, cli_args):
     last = out.strip().splitlines()[-1]
     assert last.startswith("run folder: ")
     run_dir = Path(last.removeprefix("run folder: "))
-    assert run_dir.parent.name == "cnn-relu-d2-c4-k5-xavier_uniform-adam0.001-mnist7"
-    assert run_dir.name == "cnn-relu-d2-c4-k5-xavier_uniform-adam0.001-mnist7-s0"
+    assert run_dir.parent.name == "cnn-relu-d2-c4-k5-default-adam0.001wu10-mnist7"
+    assert run_dir.name == "cnn-relu-d2-c4-k5-default-adam0.001wu10-mnist7-s0"
     assert "wandb sync" in out
 
     metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -132,3 +132,11 @@ def test_console_command_reports_a_user_error_without_traceback(data_root, tmp_p
     assert result.returncode == 2
     assert "--model.depth=-3" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_no_module_beside_the_cli_shadows_the_standard_library():
+    # Sweeps run `python identity_crisis/cli.py`, which puts identity_crisis/ first on sys.path:
+    # a module there named like a stdlib one (signal.py, ...) would replace it in every import.
+    package = Path(__file__).resolve().parents[1] / "identity_crisis"
+    names = {path.stem for path in package.glob("*.py")}
+    assert not names & set(sys.stdlib_module_names)

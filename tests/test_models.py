@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from pytorch_lightning import Trainer
+from pytorch_lightning import Callback, Trainer
 
 from identity_crisis.cli import TRAINER_DEFAULTS
 from identity_crisis.errors import ConfigError, TrainingFailed
@@ -85,6 +85,35 @@ def test_stop_loss_ends_training_early(tiny_data):
     assert model.final_train_loss < 1e-3
 
 
+def test_stop_loss_waits_for_the_trainers_min_steps(tiny_data):
+    # Every loss is below 1.0: the stop comes at the first check at or after min_steps.
+    model = CNN(depth=2, channels=4, stop_loss=1.0, check_every=10)
+    trainer = make_trainer(100, min_steps=25)
+    trainer.fit(model, tiny_data())
+    assert trainer.global_step == 30
+
+
+class RecordLr(Callback):
+    def __init__(self):
+        self.lrs = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+
+def test_warmup_raises_the_learning_rate_linearly_then_holds_it(tiny_data):
+    model = CNN(depth=2, channels=4, lr=1e-3, warmup_steps=4)
+    record = RecordLr()
+    make_trainer(7, callbacks=[record]).fit(model, tiny_data())
+    assert record.lrs == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3, 1e-3, 1e-3])
+
+
+def test_without_warmup_the_learning_rate_is_constant(tiny_data):
+    record = RecordLr()
+    make_trainer(3, callbacks=[record]).fit(CNN(depth=2, channels=4, lr=1e-3), tiny_data())
+    assert record.lrs == [1e-3] * 3
+
+
 def test_a_run_that_does_not_fit_is_flagged(tiny_data):
     model = CNN(depth=3, channels=4, lr=1e-5)
     make_trainer(5).fit(model, tiny_data())
@@ -109,6 +138,7 @@ def test_a_diverging_run_fails(tiny_data):
         (lambda: CNN(init="he"), "xavier_uniform"),
         (lambda: CNN(optimizer="rmsprop"), "adam, sgd"),
         (lambda: CNN(lr=0.0), "--model.lr=0.0"),
+        (lambda: CNN(warmup_steps=-5), "--model.warmup_steps=-5"),
     ],
 )
 def test_bad_model_values_are_refused_with_the_value_named(build, needle):

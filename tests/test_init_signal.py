@@ -1,0 +1,42 @@
+"""`identity-crisis init-signal`: how much of an untrained CNN's output depends on its input."""
+
+import pytest
+import torch
+
+from identity_crisis.init_signal import input_dependence, main, measure
+
+
+def test_a_constant_function_has_no_input_dependent_part():
+    inputs = torch.rand(6, 1, 28, 28)
+    pattern = torch.rand(1, 1, 28, 28)
+    scores = input_dependence(lambda x: pattern.expand_as(x) + 0 * x, inputs)
+    assert scores["input_dependent"] == 0 and scores["input_independent"] > 0.1
+
+
+def test_the_identity_is_all_input_dependent():
+    scores = input_dependence(torch.nn.Identity(), torch.rand(6, 1, 28, 28))
+    assert scores["ratio"] > 1
+
+
+def test_deep_default_init_starts_as_a_near_constant_and_xavier_does_not(tiny_data):
+    data = tiny_data(test_size=8)
+    data.setup("test")
+    rows = measure(["default", "xavier_uniform"], [2, 16], data.test_inputs["mnist"], channels=16)
+    ratio = {(r["init"], r["depth"]): r["ratio"] for r in rows}
+    assert ratio["default", 2] > 0.1 and ratio["xavier_uniform", 2] > 0.1
+    assert ratio["default", 16] < 1e-3 * ratio["default", 2]
+    assert ratio["xavier_uniform", 16] > 100 * ratio["default", 16]
+
+
+def test_the_command_prints_one_row_per_cell(capsys, data_root):
+    main([f"--data-root={data_root}", "--depths=1,3", "--channels=4", "--test-size=4"])
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    assert len(rows) == 1 + 4  # header + 2 inits x 2 depths
+
+
+def test_a_bad_init_is_refused_with_the_valid_ones_named(capsys):
+    with pytest.raises(SystemExit) as exit:
+        main(["--inits=default,he"])
+    assert exit.value.code == 2
+    err = capsys.readouterr().err
+    assert "'he'" in err and "xavier_uniform" in err
