@@ -198,7 +198,9 @@ def test_offline_runner_runs_records_failures_and_resumes(tmp_path, data_root):
 
 
 def test_ctrl_c_stops_the_cells_and_records_nothing_as_done(tmp_path, data_root):
-    path = write_sweep(tmp_path, {**TINY, "trainer.max_steps": {"value": 10**7}})
+    # No stop_loss: the cells must still be training when the runner is interrupted.
+    endless = {"trainer.max_steps": {"value": 10**7}, "model.stop_loss": {"value": None}}
+    path = write_sweep(tmp_path, {**TINY, **endless})
     out = tmp_path / "out"
     runner = subprocess.Popen(
         [sys.executable, "-m", "identity_crisis.cli", "sweep", str(path), "--out", str(out)]
