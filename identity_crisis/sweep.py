@@ -368,6 +368,10 @@ class OfflineRunner:
         cell.folder.mkdir(parents=True, exist_ok=True)
         command = self.command(cell)
         env = {**os.environ, **slot_env, "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1"}
+        # A W&B service started by whoever launched the runner (a notebook, a test) is advertised
+        # in WANDB_SERVICE; a cell attached to it dies with it and hangs on Ctrl-C. Each cell
+        # starts its own.
+        env.pop("WANDB_SERVICE", None)
         log = (cell.folder / LOG).open("w")
         log.write(f"$ {shlex.join(command)}\n")
         log.flush()

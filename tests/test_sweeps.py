@@ -202,9 +202,13 @@ def test_ctrl_c_stops_the_cells_and_records_nothing_as_done(tmp_path, data_root)
     endless = {"trainer.max_steps": {"value": 10**7}, "model.stop_loss": {"value": None}}
     path = write_sweep(tmp_path, {**TINY, **endless})
     out = tmp_path / "out"
+    # As after an in-process run (a notebook, test_cli): the launcher's W&B service is
+    # advertised, and the cells must not attach to it.
+    env = {**os.environ, "WANDB_SERVICE": "2-99999-tcp-localhost-1"}
     runner = subprocess.Popen(
         [sys.executable, "-m", "identity_crisis.cli", "sweep", str(path), "--out", str(out)]
         + ["--workers", "2", f"--data.root={data_root}"],
+        env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
