@@ -378,7 +378,12 @@ class OfflineRunner:
         print(f"[{cell.index + 1}/{len(self.cells)}] start {cell.folder.name}", flush=True)
         # A session of its own: Ctrl-C reaches the runner, which stops the children in order.
         proc = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+            preexec_fn=default_sigint,
         )
         return proc, cell, time.time(), log
 
@@ -491,3 +496,10 @@ def main(argv: list[str] | None = None) -> None:
         return
     counts = runner.run()
     sys.exit(1 if counts["failed"] or counts["interrupted"] else 0)
+
+
+def default_sigint() -> None:
+    """In a cell, before exec: SIGINT back to its default. A launcher that ignores it (a
+    background job, a process whose Lightning run was interrupted) passes that on, and the cell
+    would ignore the SIGINT the runner sends it to stop."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -17,6 +17,7 @@ from identity_crisis.sweep import (
     FAILED,
     OfflineRunner,
     SweepError,
+    default_sigint,
     expand,
     fill_command,
     load_sweep,
@@ -209,6 +210,7 @@ def test_ctrl_c_stops_the_cells_and_records_nothing_as_done(tmp_path, data_root)
         [sys.executable, "-m", "identity_crisis.cli", "sweep", str(path), "--out", str(out)]
         + ["--workers", "2", f"--data.root={data_root}"],
         env=env,
+        preexec_fn=default_sigint,  # the runner, too, must see the Ctrl-C sent below
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
