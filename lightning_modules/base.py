@@ -85,10 +85,7 @@ class IdentityTaskModule(LightningModule):
         if not 0 <= momentum < 1:
             raise ConfigError(f"--model.momentum={momentum!r} is not valid; it must be in [0, 1)")
         check_positive("--model.check_every", check_every)
-        if warmup_steps < 0:
-            raise ConfigError(
-                f"--model.warmup_steps={warmup_steps!r} is not valid; it must be >= 0 (0 = none)"
-            )
+        check_positive("--model.warmup_steps", warmup_steps, minimum=0)
         if not 0 < verdict_threshold <= 1:
             raise ConfigError(
                 f"--model.verdict_threshold={verdict_threshold!r} is not valid; "
