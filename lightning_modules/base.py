@@ -29,7 +29,7 @@ INITS = (
     "kaiming_uniform",
     "orthogonal",
 )
-OPTIMIZERS = ("adam", "sgd")
+OPTIMIZERS = ("adam", "amsgrad", "sgd")
 ACTIVATIONS = ("relu", "linear")
 # A run whose final training MSE is above this has not fitted its image: its test scores say
 # nothing about memorization, and `train/fitted` is 0. Pixels are in [0, 1]; 1e-3 is an RMS
@@ -42,9 +42,11 @@ class IdentityTaskModule(LightningModule):
 
     Args:
         image_shape: (channels, height, width); linked from the data module.
-        optimizer: adam (fused where the device supports it) or sgd (with `momentum`).
+        optimizer: adam (fused where the device supports it), amsgrad (Adam that divides by the
+            largest squared-gradient average so far, so its steps shrink as the gradients do and a
+            fitted net is not thrown off its minimum) or sgd (with `momentum`).
         lr: learning rate.
-        momentum: SGD momentum (unused by adam).
+        momentum: SGD momentum (unused by adam and amsgrad).
         warmup_steps: the learning rate rises linearly from lr / warmup_steps to lr over the first
             `warmup_steps` steps, then stays at lr; 0 = no warmup.
         init: weight initialization: default (PyTorch's), xavier_uniform, xavier_normal,
@@ -164,10 +166,11 @@ class IdentityTaskModule(LightningModule):
         hp = self.hparams
         if hp.optimizer == "sgd":
             return torch.optim.SGD(self.parameters(), lr=hp.lr, momentum=hp.momentum)
+        amsgrad = hp.optimizer == "amsgrad"
         try:
-            return torch.optim.Adam(self.parameters(), lr=hp.lr, fused=True)
+            return torch.optim.Adam(self.parameters(), lr=hp.lr, amsgrad=amsgrad, fused=True)
         except RuntimeError:  # a device or dtype without the fused kernel
-            return torch.optim.Adam(self.parameters(), lr=hp.lr)
+            return torch.optim.Adam(self.parameters(), lr=hp.lr, amsgrad=amsgrad)
 
     def on_fit_start(self) -> None:
         if self.logger is not None:

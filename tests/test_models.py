@@ -1,5 +1,7 @@
 """Trained nets behave as the paper and the theory say, on small configs."""
 
+import copy
+
 import pytest
 import torch
 from pytorch_lightning import Callback, Trainer
@@ -114,6 +116,31 @@ def test_without_warmup_the_learning_rate_is_constant(tiny_data):
     assert record.lrs == [1e-3] * 3
 
 
+def plain_adam_weights(model: CNN, images: torch.Tensor, steps: int, lr: float, amsgrad: bool):
+    """A copy of `model` trained by a bare torch loop: Adam on the full-batch MSE."""
+    net = copy.deepcopy(model)
+    optimizer = torch.optim.Adam(net.parameters(), lr=lr, amsgrad=amsgrad)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        torch.nn.functional.mse_loss(net(images), images).backward()
+        optimizer.step()
+    return torch.cat([p.detach().flatten() for p in net.parameters()])
+
+
+def test_amsgrad_trains_as_torchs_amsgrad_and_not_as_adam(tiny_data):
+    data = tiny_data()
+    torch.manual_seed(0)
+    model = CNN(depth=2, channels=4, optimizer="amsgrad", lr=1e-2)
+    data.setup("fit")
+    images = data.train_images
+    amsgrad = plain_adam_weights(model, images, 30, 1e-2, amsgrad=True)
+    adam = plain_adam_weights(model, images, 30, 1e-2, amsgrad=False)
+    make_trainer(30).fit(model, data)
+    trained = torch.cat([p.detach().flatten() for p in model.parameters()])
+    assert torch.allclose(trained, amsgrad, rtol=1e-4, atol=1e-6)
+    assert not torch.allclose(trained, adam, rtol=1e-4, atol=1e-6)
+
+
 def test_a_run_that_does_not_fit_is_flagged(tiny_data):
     model = CNN(depth=3, channels=4, lr=1e-5)
     make_trainer(5).fit(model, tiny_data())
@@ -136,7 +163,7 @@ def test_a_diverging_run_fails(tiny_data):
         (lambda: FCN(width=-1), "--model.width=-1"),
         (lambda: FCN(activation="tanh"), "relu, linear"),
         (lambda: CNN(init="he"), "xavier_uniform"),
-        (lambda: CNN(optimizer="rmsprop"), "adam, sgd"),
+        (lambda: CNN(optimizer="rmsprop"), "adam, amsgrad, sgd"),
         (lambda: CNN(lr=0.0), "--model.lr=0.0"),
         (lambda: CNN(warmup_steps=-5), "--model.warmup_steps=-5"),
     ],
