@@ -19,8 +19,10 @@ configurations (runs that share every config value but the seed), and writes int
 - `report.json`: the numbers behind the table and the plots.
 
 The swept keys are the config keys whose values differ between runs (bookkeeping such as the
-seed, `run.*` and `data.root` aside), unless `--key` names them. With `--wandb-sweep`, the figures
-also go to a new W&B run (job_type "report", grouped under the sweep id).
+seed, `run.*` and `data.root` aside), unless `--key` names them; then another varying key joins
+the rows only where it would merge different runs, and a key with one value per row is named in a
+note. With `--wandb-sweep`, the figures also go to a new W&B run (job_type "report", grouped
+under the sweep id).
 
 Exit codes: 0 written (problems are listed, not fatal); 2 a bad argument or nothing to report.
 """
@@ -499,9 +501,13 @@ def _key_values(records: list[RunRecord], key: str) -> set[str]:
     return values
 
 
-def swept_keys(records: list[RunRecord], requested: list[str]) -> tuple[list[str], list[str]]:
-    """(keys, also): the keys the report is ordered and plotted by, and the keys that vary
-    beyond those the user asked for (appended to keys, so no two configurations merge)."""
+def swept_keys(
+    records: list[RunRecord], requested: list[str]
+) -> tuple[list[str], list[str], list[str]]:
+    """(keys, also, follow): the keys the report is ordered and plotted by; the keys that vary
+    beyond those the user asked for and would merge configurations (appended to keys); and the
+    keys that vary but take one value per configuration of the asked-for keys (a budget raised
+    for one depth only), which cannot merge anything and are named in a note instead."""
     known = sorted({k for r in records for k in r.config})
     varying = [k for k in known if not _is_bookkeeping(k) and len(_key_values(records, k)) > 1]
 
@@ -528,10 +534,32 @@ def swept_keys(records: list[RunRecord], requested: list[str]) -> tuple[list[str
             key = matches[0]
         if key not in keys:
             keys.append(key)
-    also = sorted((k for k in varying if k not in keys), key=order)
+    extra = sorted((k for k in varying if k not in keys), key=order)
     if not requested:
-        return also, []
-    return keys + also, also
+        return extra, [], []
+    follow = [k for k in extra if _follows(records, keys, k)]
+    also = [k for k in extra if k not in follow]
+    return keys + also, also, follow
+
+
+def _follows(records: list[RunRecord], keys: list[str], key: str) -> bool:
+    """Whether `key` takes one value within each configuration of `keys`."""
+    seen: dict[tuple, str] = {}
+    for r in records:
+        group = tuple(_canon(r.config.get(k, MISSING)) for k in keys)
+        value = _canon(r.config.get(key, MISSING))
+        if seen.setdefault(group, value) != value:
+            return False
+    return True
+
+
+def follow_note(key: str, configs: list[Configuration]) -> str:
+    """'trainer.max_steps (one value per row): 12000 for depth 1; 5000 for depth 3, depth 5'."""
+    rows: dict[str, list[str]] = {}
+    for config in configs:
+        rows.setdefault(_show(key, config.value(key)), []).append(config.label)
+    parts = [f"{value} for {', '.join(labels)}" for value, labels in rows.items()]
+    return f"{key} (one value per row): {'; '.join(parts)}"
 
 
 def _short_name(key: str, keys: list[str]) -> str:
@@ -1206,7 +1234,7 @@ def build_report(
     include_unfitted: bool = False,
 ) -> dict:
     """Write every output for these records into `out`; return report.json's content."""
-    keys, also = swept_keys(records, keys or [])
+    keys, also, follow = swept_keys(records, keys or [])
     seeds = sorted({r.seed for r in records if r.seed is not None}, key=_sort_value)
     if seed is None:
         seed = seeds[0] if seeds else None
@@ -1222,6 +1250,7 @@ def build_report(
     out.mkdir(parents=True, exist_ok=True)
     _remove_previous(out)
     notes = [f"also varying, so kept apart: {', '.join(also)}"] if also else []
+    notes += [follow_note(key, configs) for key in follow]
     hidden_files, hidden_notes = hidden_figures(chosen, seed, out)
     grid, grid_info = prediction_grid(configs, seed, out)
     if grid is None:

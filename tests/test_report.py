@@ -17,6 +17,8 @@ from identity_crisis.report import (
     GRID_SCALE,
     HIDDEN_GAP,
     HIDDEN_STRIP,
+    RunRecord,
+    follow_note,
     group_configurations,
     load_local,
     swept_keys,
@@ -297,10 +299,43 @@ def test_two_swept_keys_make_heatmaps(capsys, tmp_path):
     # --key orders by the keys given (a bare name resolves to its dotted key); checked on the
     # records directly, as drawing the figures again would only cost time.
     records = load_local([str(sweep)])
-    keys, also = swept_keys(records, ["channels"])
-    assert (keys, also) == (["model.channels", "model.depth"], ["model.depth"])
+    keys, also, follow = swept_keys(records, ["channels"])
+    assert (keys, also, follow) == (["model.channels", "model.depth"], ["model.depth"], [])
     labels = [c.label for c in group_configurations(records, keys)]
     assert labels == ["c4 d1", "c4 d2", "c8 d1", "c8 d2"]
+
+
+def budget_records(max_steps: dict[int, list[int]]) -> list[RunRecord]:
+    """Runs of depths 1 and 3 at seeds 0 and 1, with the given trainer.max_steps per depth."""
+    return [
+        RunRecord(
+            source=f"d{depth}-s{seed}",
+            config={"model.depth": depth, "trainer.max_steps": steps, "seed_everything": seed},
+            status="ok",
+        )
+        for depth, per_seed in max_steps.items()
+        for seed, steps in enumerate(per_seed)
+    ]
+
+
+def test_a_key_with_one_value_per_asked_row_is_a_note_not_a_row_key():
+    # A budget raised for depth 1 only: --key depth keeps one row per depth and names the budget.
+    records = budget_records({1: [12000, 12000], 3: [5000, 5000]})
+    assert swept_keys(records, []) == (["model.depth", "trainer.max_steps"], [], [])
+    keys, also, follow = swept_keys(records, ["depth"])
+    assert (keys, also, follow) == (["model.depth"], [], ["trainer.max_steps"])
+    configs = group_configurations(records, keys)
+    assert [len(c.runs) for c in configs] == [2, 2]
+    assert follow_note("trainer.max_steps", configs) == (
+        "trainer.max_steps (one value per row): 12000 for depth 1; 5000 for depth 3"
+    )
+    # Two budgets within one depth would merge different runs: the key stays a row key.
+    records = budget_records({1: [12000, 5000], 3: [5000, 5000]})
+    assert swept_keys(records, ["depth"]) == (
+        ["model.depth", "trainer.max_steps"],
+        ["trainer.max_steps"],
+        [],
+    )
 
 
 # --- W&B: a fake public API with the runs of the same sweep ------------------------------------
