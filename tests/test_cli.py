@@ -37,8 +37,8 @@ def test_fit_writes_the_run_folder_and_an_offline_wandb_run(capsys, cli_args):
     last = out.strip().splitlines()[-1]
     assert last.startswith("run folder: ")
     run_dir = Path(last.removeprefix("run folder: "))
-    assert run_dir.parent.name == "cnn-relu-d2-c4-k5-default-adam0.001wu10-mnist7"
-    assert run_dir.name == "cnn-relu-d2-c4-k5-default-adam0.001wu10-mnist7-s0"
+    assert run_dir.parent.name == "cnn-relu-d2-c4-k5-default-amsgrad0.001wu10-mnist7"
+    assert run_dir.name == "cnn-relu-d2-c4-k5-default-amsgrad0.001wu10-mnist7-s0"
     assert "wandb sync" in out
 
     metrics = json.loads((run_dir / "metrics.json").read_text())
