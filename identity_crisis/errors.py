@@ -1,5 +1,7 @@
 """Errors the command line turns into a one-line message instead of a traceback."""
 
+import argparse
+
 
 class ConfigError(ValueError):
     """A value the user gave cannot work; the message names it and what would be valid."""
@@ -24,3 +26,13 @@ def check_choice(name: str, value, valid) -> None:
 def check_positive(name: str, value, minimum: int | float = 1) -> None:
     if value is None or value < minimum:
         raise ConfigError(f"{name}={value!r} is not valid; it must be >= {minimum}")
+
+
+def int_list(text: str) -> list[int]:
+    """argparse type of a comma-separated integer list ('7,14,20'); argparse names the option."""
+    try:
+        return [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not valid; give integers separated by commas, like 7,14,20"
+        ) from None

@@ -23,7 +23,7 @@ import sys
 import torch
 
 from datamodules import SingleExampleDataModule
-from identity_crisis.errors import ConfigError, check_choice, check_positive
+from identity_crisis.errors import ConfigError, check_choice, check_positive, int_list
 from lightning_modules import CNN
 from lightning_modules.base import INITS
 
@@ -54,22 +54,13 @@ def measure(
     return rows
 
 
-def _ints(text: str) -> list[int]:
-    try:
-        return [int(v) for v in text.split(",")]
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a comma-separated list of integers"
-        ) from error
-
-
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="identity-crisis init-signal",
         description="Input-dependent vs input-independent output of untrained CNNs.",
     )
     parser.add_argument("--inits", default="default,xavier_uniform", help="comma-separated")
-    parser.add_argument("--depths", type=_ints, default=[1, 5, 10, 15, 20])
+    parser.add_argument("--depths", type=int_list, default=[1, 5, 10, 15, 20])
     parser.add_argument("--channels", type=int, default=128)
     parser.add_argument("--kernel-size", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)

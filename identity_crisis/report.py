@@ -54,7 +54,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from datamodules.single_example import TEST_SETS
 from identity_crisis.cli import flatten_config
-from identity_crisis.errors import ConfigError
+from identity_crisis.errors import ConfigError, int_list
 from identity_crisis.images import image_grid, save_png
 from identity_crisis.jsonio import write_json
 from identity_crisis.sweep import DONE, FAILED, LOG, RUN
@@ -1289,15 +1289,6 @@ def _remove_previous(out: Path) -> None:
             (out / name).unlink(missing_ok=True)
 
 
-def _depths(text: str) -> list[int]:
-    try:
-        return [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"--hidden {text!r} is not valid; give depths like 7,14,20"
-        ) from None
-
-
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="identity-crisis report",
@@ -1317,7 +1308,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument("--seed", type=int, default=None, help="seed of the prediction grid")
     parser.add_argument(
-        "--hidden", type=_depths, default=None, help="model.depth values of the hidden-map figures"
+        "--hidden", type=int_list, default=None, help="model.depth values of the hidden-map figures"
     )
     parser.add_argument(
         "--wandb-sweep",
