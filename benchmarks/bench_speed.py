@@ -16,8 +16,8 @@ Sections 1, 2 and 4 run in this process with `--threads` torch threads (default:
 one per core); section 3 starts subprocesses as the sweep runner does.
 
 1. Framework overhead. Time per training step of the project's LightningModule under a Lightning
-   Trainer configured as the `fit` command configures it (`identity_crisis.cli.TRAINER_DEFAULTS`,
-   its two callbacks, a WandbLogger in disabled mode, no progress bar) against a plain PyTorch
+   Trainer configured as the `fit` command configures it (`trainer_defaults.TRAINER_DEFAULTS`,
+   its callbacks, a WandbLogger in disabled mode, no progress bar) against a plain PyTorch
    loop over the same model, the optimizer of its `configure_optimizers()` (fused Adam) and the
    same training image, full batch, MSE, with the module's `loss.item()` every `check_every` steps.
    Each repeat times a short and a long step budget (chosen from a warm-up so the long one takes
@@ -80,16 +80,17 @@ import wandb
 import yaml
 from pytorch_lightning import Trainer
 from pytorch_lightning.loggers import WandbLogger
+from speed_tables import FIG3_STEPS, print_report, stats
 from torch import nn
 
 from datamodules import SingleExampleDataModule
-from identity_crisis.cli import TRAINER_DEFAULTS
+from identity_crisis import run_folder
+from identity_crisis.callbacks import ProbePanels, RunSummary
 from identity_crisis.sweep import OfflineRunner, load_sweep
+from identity_crisis.trainer_defaults import TRAINER_DEFAULTS
 from lightning_modules import CNN, FCN
-from lightning_modules.callbacks import ProbePanels, RunSummary
 
 REPO = Path(__file__).resolve().parent.parent
-FIG3_STEPS = 1500  # configs/cnn.yaml's min_steps, where a depth-5 cell stops (its loss is < 1e-4)
 MODELS = {  # name: (class, arguments); the config files' defaults otherwise
     "cnn-d1-c128": (CNN, {"depth": 1, "channels": 128}),
     "cnn-d5-c128": (CNN, {"depth": 5, "channels": 128}),
@@ -112,21 +113,6 @@ def build(name: str) -> nn.Module:
     torch.manual_seed(0)
     cls, kwargs = MODELS[name]
     return cls(**kwargs)
-
-
-def stats(values: list[float]) -> dict:
-    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
-
-
-def fmt(s: dict, scale: float = 1.0, digits: int = 3) -> str:
-    """`median (min-max)` with `digits` significant digits."""
-    m, lo, hi = (f"{s[k] * scale:.{digits}g}" for k in ("median", "min", "max"))
-    return f"{m} ({lo}-{hi})"
-
-
-def table(header: list[str], rows: list[list]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows])
 
 
 def machine_info(device: str, threads: int) -> dict:
@@ -228,23 +214,6 @@ def framework_overhead(names, data, device, repeats, target_s, root) -> list[dic
     return results
 
 
-def overhead_table(results: list[dict]) -> str:
-    rows = [
-        [
-            r["model"],
-            f"{r['n_short']}/{r['n_long']}",
-            fmt(r["plain_step_s"], 1e3),
-            fmt(r["lightning_step_s"], 1e3),
-            fmt(r["ratio"]),
-            f"{(r['lightning_step_s']['median'] - r['plain_step_s']['median']) * 1e3:.2f}",
-            fmt(r["lightning_fixed_s"]),
-        ]
-        for r in results
-    ]
-    header = ["model", "steps", "plain ms/step", "Lightning ms/step", "Lightning/plain"]
-    return table(header + ["extra ms/step", "Lightning fixed s/fit"], rows)
-
-
 # --- 2. fraction of peak -----------------------------------------------------------------------
 def train_step_flops(model: nn.Module, images: int = 1) -> int:
     """Conv and linear FLOPs of forward + backward (see the module docstring)."""
@@ -304,34 +273,6 @@ def fraction_of_peak(overhead: list[dict], peaks: dict) -> list[dict]:
     return rows
 
 
-def peak_tables(peaks: dict, rows: list[dict]) -> str:
-    ops = [
-        [n, f"{p['flops'] / 1e9:.3g}", fmt(p["seconds"], 1e3), f"{p['flop_per_s'] / 1e9:.1f}"]
-        for n, p in peaks.items()
-    ]
-    models = [
-        [
-            r["model"],
-            f"{r['flops'] / 1e9:.4g}",
-            f"{r['lightning_flop_per_s'] / 1e9:.3g}",
-            f"{r['plain_flop_per_s'] / 1e9:.3g}",
-            f"{r['peak'] / 1e9:.1f} ({r['reference'].split(' ')[0]})",
-            f"{100 * r['fraction']:.2g}%",
-        ]
-        for r in rows
-    ]
-    return "\n\n".join(
-        [
-            table(["op (forward, no grad)", "GFLOP/call", "ms/call", "GFLOP/s"], ops),
-            table(
-                ["model", "GFLOP/step", "Lightning GFLOP/s", "plain GFLOP/s", "peak GFLOP/s"]
-                + ["Lightning % of peak"],
-                models,
-            ),
-        ]
-    )
-
-
 # --- 3. grid throughput ------------------------------------------------------------------------
 def run_grid(sweep_file: Path, out: Path, device: str, parallel: bool, threads: int) -> dict:
     sweep = load_sweep(sweep_file)
@@ -347,12 +288,14 @@ def run_grid(sweep_file: Path, out: Path, device: str, parallel: bool, threads: 
     with contextlib.redirect_stdout(printed):
         counts = runner.run()
     wall = time.perf_counter() - start
-    cells = [json.loads((c.folder / "done.json").read_text()) for c in runner.cells if c.done]
+    cells = [
+        run_folder.read_cell_record(c.folder, run_folder.CELL_DONE) for c in runner.cells if c.done
+    ]
     if counts["done"] != len(runner.cells):
         log(printed.getvalue())
         for cell in runner.cells:
-            if not cell.done and (cell.folder / "log.txt").is_file():
-                log((cell.folder / "log.txt").read_text()[-3000:])
+            if not cell.done and (cell.folder / run_folder.CELL_LOG).is_file():
+                log((cell.folder / run_folder.CELL_LOG).read_text()[-3000:])
     slot_threads = runner.slots[0].get("OMP_NUM_THREADS", "default")
     return {
         "slots": len(runner.slots),
@@ -430,37 +373,13 @@ def grid_throughput(quick, device, repeats, tmp: Path, d5_step_s: float) -> dict
     }
 
 
-def grid_tables(g: dict) -> str:
-    rows = [
-        [
-            mode,
-            f"{r['slots']} x {r['threads_per_slot']}",
-            r["counts"]["done"],
-            f"{r['wall_s']:.1f}",
-            f"{r['cells_per_hour']:.0f}",
-            f"{statistics.median(r['cell_seconds']):.1f}" if r["cell_seconds"] else "-",
-        ]
-        for mode, r in g["runs"].items()
-    ]
-    header = ["runner", "workers x threads", "cells done", "wall s", "cells/hour", "s/cell"]
-    fixed = [
-        ["bare imports (python -c 'import torch, ..., identity_crisis.cli')", fmt(g["imports_s"])],
-        ["one fig-3 cell (d5 c128), max_steps=1, test_size=1", fmt(g["fixed_cell_s"])],
-        [
-            f"training of a d5 c128 cell ({FIG3_STEPS} x section-1 step)",
-            f"{g['d5_training_s']:.1f}",
-        ],
-        ["fixed / training (target <= 1)", f"{g['fixed_over_training']:.3f}"],
-    ]
-    return "\n\n".join(
-        [f"Stand-in grid: {g['grid']}.", table(header, rows), table(["per-run cost", "s"], fixed)]
-    )
-
-
 # --- 4. evaluation throughput ------------------------------------------------------------------
 def time_test(model, data, device, root: str, panels: bool) -> float:
     callbacks = [ProbePanels(), RunSummary()] if panels else []
     trainer = make_trainer(1, device, root, callbacks)
+    if model.train_images.numel() == 0:  # what a fit captures from its first batch
+        data.setup("fit")
+        model.train_images = data.train_images.clone()
     if panels:  # the initial weights a fit records, for the hidden_init panel
         callbacks[0].on_fit_start(trainer, model)
     sync(device)
@@ -496,28 +415,6 @@ def evaluation(names, test_size, device, repeats, root: str) -> dict:
         "sets": len(data.test_inputs),
         "models": results,
     }
-
-
-def evaluation_table(e: dict) -> str:
-    rows = [
-        [
-            r["model"],
-            r["images"],
-            fmt(r["plain_s"]),
-            f"{r['plain_images_per_s']:.0f}",
-            fmt(r["panels_s"]),
-            f"{r['panels_images_per_s']:.0f}",
-            f"{r['panels_s']['median'] - r['plain_s']['median']:.2f}",
-        ]
-        for r in e["models"]
-    ]
-    header = ["model", "test images", "test s", "images/s", "test s, with callbacks"]
-    header += ["images/s, with callbacks", "callbacks s"]
-    note = (
-        f"{e['sets']} sets x {e['test_size']} images; the first test call of the process, which "
-        f"also loads and builds the test sets, took {e['first_call_s']:.1f} s."
-    )
-    return note + "\n\n" + table(header, rows)
 
 
 # --- main --------------------------------------------------------------------------------------
@@ -570,22 +467,7 @@ def main() -> None:
     report["torch_threads_end"] = torch.get_num_threads()
     report["wall_s"] = time.perf_counter() - started
 
-    m = report["machine"]
-    print(f"## Speed benchmark ({report['mode']} mode, {repeats} repeats, median (min-max))\n")
-    machine = [[k, m[k]] for k in ("cpu", "cores", "torch_threads", "device_name", "torch")]
-    machine += [["pytorch_lightning", m["pytorch_lightning"]]]
-    loads = (m["load_average_start"][0], m["load_average_end"][0])
-    machine += [["load average (1 min) start / end", f"{loads[0]:.2f} / {loads[1]:.2f}"]]
-    print(table(["machine", ""], machine))
-    print("\n### 1. Framework overhead (per training step; fixed cost per fit)\n")
-    print(overhead_table(overhead))
-    print("\n### 2. Fraction of peak (conv + linear FLOPs of forward + backward)\n")
-    print(peak_tables(peaks, report["fraction_of_peak"]))
-    print("\n### 3. Grid throughput (offline sweep runner)\n")
-    print(grid_tables(report["grid_throughput"]))
-    print("\n### 4. Evaluation throughput (trainer.test, untrained model)\n")
-    print(evaluation_table(report["evaluation"]))
-    print(f"\nbenchmark wall time {report['wall_s']:.0f} s")
+    print_report(report)
     if out:
         out.write_text(json.dumps(report, indent=2, default=str) + "\n")
         print(f"raw numbers: {out}")

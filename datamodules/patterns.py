@@ -35,83 +35,146 @@ def _check(kind: str, size: int) -> None:
         raise ValueError(f"size must be >= {MIN_SIZE}, got {size}")
 
 
+class _Canvas:
+    """What every pattern drawer needs: the pixel coordinates of a size x size image, the scale
+    from the 28x28 geometry, and the parameter picker (generator None = the canonical values)."""
+
+    def __init__(self, size: int, generator: torch.Generator | None) -> None:
+        self.size = size
+        self.generator = generator
+        self.scale = size / 28
+        self.yy, self.xx = torch.meshgrid(
+            torch.arange(size, dtype=torch.float32),
+            torch.arange(size, dtype=torch.float32),
+            indexing="ij",
+        )
+        self.centre = (size - 1) / 2
+        self.jitter = 2 * self.scale
+
+    def pixels(self, v: float, lo: int = 1) -> int:
+        """A length of `v` pixels at 28x28, scaled to this size and rounded, at least `lo`."""
+        # Lower bounds keep small images from degenerating into constant images.
+        return max(lo, round(v * self.scale))
+
+    def pick_int(self, canon: int, lo: int, hi: int) -> int:
+        """`canon` for the canonical pattern, else uniform in [lo, hi] (both included)."""
+        if self.generator is None:
+            return canon
+        return int(torch.randint(lo, hi + 1, (1,), generator=self.generator))
+
+    def pick_float(self, canon: float, lo: float, hi: float) -> float:
+        """`canon` for the canonical pattern, else uniform in [lo, hi)."""
+        if self.generator is None:
+            return canon
+        return lo + (hi - lo) * float(torch.rand(1, generator=self.generator))
+
+    def pick_centre(self) -> tuple[float, float]:
+        """(y, x) of a shape's centre: the image centre, jittered by up to 2 px (at 28x28)."""
+        c, jitter = self.centre, self.jitter
+        y = self.pick_float(c, c - jitter, c + jitter)
+        x = self.pick_float(c, c - jitter, c + jitter)
+        return y, x
+
+
+def _square(canvas: _Canvas) -> torch.Tensor:
+    side = canvas.pick_int(canvas.pixels(7), canvas.pixels(4, 2), canvas.pixels(12, 2))
+    top = canvas.pick_int((canvas.size - side) // 2, 0, canvas.size - side)
+    left = canvas.pick_int((canvas.size - side) // 2, 0, canvas.size - side)
+    return (
+        (canvas.yy >= top)
+        & (canvas.yy < top + side)
+        & (canvas.xx >= left)
+        & (canvas.xx < left + side)
+    )
+
+
+def _fine_stripes(canvas: _Canvas) -> torch.Tensor:
+    # Always 1 px wide: the point of this pattern is the highest possible frequency.
+    phase = canvas.pick_int(0, 0, 1)
+    return (canvas.xx + phase) % 2 == 0
+
+
+def _coarse_stripes(canvas: _Canvas) -> torch.Tensor:
+    period = canvas.pick_int(canvas.pixels(10, 3), canvas.pixels(8, 3), canvas.pixels(12, 3))
+    phase = canvas.pick_int(0, 0, period - 1)
+    return (canvas.xx + phase) % period < period / 2
+
+
+def _ramp(canvas: _Canvas) -> torch.Tensor:
+    direction = canvas.pick_int(0, 0, 2)
+    last = canvas.size - 1
+    return [canvas.xx / last, 1 - canvas.xx / last, canvas.yy / last][direction]
+
+
+def _dot_lattice(canvas: _Canvas) -> torch.Tensor:
+    period = canvas.pick_int(canvas.pixels(4, 2), canvas.pixels(3, 2), canvas.pixels(6, 2))
+    dot = max(1, round(0.4 * period))
+    # Canonical offset centres the lattice so both borders look alike.
+    oy = canvas.pick_int((period - dot) // 2, 0, period - 1)
+    ox = canvas.pick_int((period - dot) // 2, 0, period - 1)
+    return ((canvas.yy - oy) % period < dot) & ((canvas.xx - ox) % period < dot)
+
+
+def _crescent_disk(canvas: _Canvas) -> torch.Tensor:
+    yy, xx, s = canvas.yy, canvas.xx, canvas.scale
+    cy, cx = canvas.pick_centre()
+    radius = canvas.pick_float(11.5 * s, 10 * s, 12.5 * s)
+    angle = canvas.pick_float(0.0, 0.0, 2 * math.pi)
+    # A grey disk with an equal, shifted disk cut out of it leaves a crescent.
+    inner, shift = 0.7 * radius, 0.35 * radius
+    sy, sx = cy + shift * math.sin(angle), cx + shift * math.cos(angle)
+    disk = (yy - cy) ** 2 + (xx - cx) ** 2 <= radius**2
+    grey = (yy - cy) ** 2 + (xx - cx) ** 2 <= inner**2
+    cut = (yy - sy) ** 2 + (xx - sx) ** 2 <= inner**2
+    return disk.float() - 0.5 * (grey & ~cut).float()
+
+
+def _ellipse(canvas: _Canvas) -> torch.Tensor:
+    s = canvas.scale
+    cy, cx = canvas.pick_centre()
+    a = canvas.pick_float(12 * s, 10 * s, 13 * s)
+    b = canvas.pick_float(7 * s, 5 * s, 8 * s)
+    return ((canvas.xx - cx) / a) ** 2 + ((canvas.yy - cy) / b) ** 2 <= 1
+
+
+def _noise_generator(canvas: _Canvas) -> torch.Generator:
+    # A private generator keeps the canonical noise fixed and the global RNG untouched.
+    return canvas.generator if canvas.generator is not None else torch.Generator().manual_seed(0)
+
+
+def _gaussian_noise(canvas: _Canvas) -> torch.Tensor:
+    noise = torch.randn(canvas.size, canvas.size, generator=_noise_generator(canvas))
+    return (0.5 + 0.25 * noise).clamp(0, 1)
+
+
+def _uniform_noise(canvas: _Canvas) -> torch.Tensor:
+    return torch.rand(canvas.size, canvas.size, generator=_noise_generator(canvas))
+
+
+def _checkerboard(canvas: _Canvas) -> torch.Tensor:
+    cell = canvas.pick_int(canvas.pixels(4), canvas.pixels(2), canvas.pixels(7))
+    oy, ox = canvas.pick_int(0, 0, cell - 1), canvas.pick_int(0, 0, cell - 1)
+    return ((canvas.yy + oy) // cell + (canvas.xx + ox) // cell) % 2 == 1
+
+
+# One drawer per kind of ALL_KINDS: a bool or float image from a _Canvas.
+_DRAWERS = {
+    "square": _square,
+    "fine_stripes": _fine_stripes,
+    "coarse_stripes": _coarse_stripes,
+    "ramp": _ramp,
+    "dot_lattice": _dot_lattice,
+    "crescent_disk": _crescent_disk,
+    "ellipse": _ellipse,
+    "gaussian_noise": _gaussian_noise,
+    "uniform_noise": _uniform_noise,
+    "checkerboard": _checkerboard,
+}
+
+
 def _draw(kind: str, size: int, g: torch.Generator | None) -> torch.Tensor:
     """Draw one pattern; g=None gives the canonical version, otherwise parameters are sampled."""
-    s = size / 28
-
-    def px(v: float, lo: int = 1) -> int:
-        # Lower bounds keep small images from degenerating into constant images.
-        return max(lo, round(v * s))
-
-    def pick_int(canon: int, lo: int, hi: int) -> int:
-        if g is None:
-            return canon
-        return int(torch.randint(lo, hi + 1, (1,), generator=g))
-
-    def pick_float(canon: float, lo: float, hi: float) -> float:
-        if g is None:
-            return canon
-        return lo + (hi - lo) * float(torch.rand(1, generator=g))
-
-    yy, xx = torch.meshgrid(
-        torch.arange(size, dtype=torch.float32),
-        torch.arange(size, dtype=torch.float32),
-        indexing="ij",
-    )
-    c = (size - 1) / 2
-    jitter = 2 * s
-
-    if kind == "square":
-        side = pick_int(px(7), px(4, 2), px(12, 2))
-        top = pick_int((size - side) // 2, 0, size - side)
-        left = pick_int((size - side) // 2, 0, size - side)
-        img = (yy >= top) & (yy < top + side) & (xx >= left) & (xx < left + side)
-    elif kind == "fine_stripes":
-        # Always 1 px wide: the point of this pattern is the highest possible frequency.
-        phase = pick_int(0, 0, 1)
-        img = (xx + phase) % 2 == 0
-    elif kind == "coarse_stripes":
-        period = pick_int(px(10, 3), px(8, 3), px(12, 3))
-        phase = pick_int(0, 0, period - 1)
-        img = (xx + phase) % period < period / 2
-    elif kind == "ramp":
-        direction = pick_int(0, 0, 2)
-        img = [xx / (size - 1), 1 - xx / (size - 1), yy / (size - 1)][direction]
-    elif kind == "dot_lattice":
-        period = pick_int(px(4, 2), px(3, 2), px(6, 2))
-        dot = max(1, round(0.4 * period))
-        # Canonical offset centres the lattice so both borders look alike.
-        oy = pick_int((period - dot) // 2, 0, period - 1)
-        ox = pick_int((period - dot) // 2, 0, period - 1)
-        img = ((yy - oy) % period < dot) & ((xx - ox) % period < dot)
-    elif kind == "crescent_disk":
-        cy, cx = pick_float(c, c - jitter, c + jitter), pick_float(c, c - jitter, c + jitter)
-        radius = pick_float(11.5 * s, 10 * s, 12.5 * s)
-        angle = pick_float(0.0, 0.0, 2 * math.pi)
-        # A grey disk with an equal, shifted disk cut out of it leaves a crescent.
-        inner, shift = 0.7 * radius, 0.35 * radius
-        sy, sx = cy + shift * math.sin(angle), cx + shift * math.cos(angle)
-        disk = (yy - cy) ** 2 + (xx - cx) ** 2 <= radius**2
-        grey = (yy - cy) ** 2 + (xx - cx) ** 2 <= inner**2
-        cut = (yy - sy) ** 2 + (xx - sx) ** 2 <= inner**2
-        img = disk.float() - 0.5 * (grey & ~cut).float()
-    elif kind == "ellipse":
-        cy, cx = pick_float(c, c - jitter, c + jitter), pick_float(c, c - jitter, c + jitter)
-        a = pick_float(12 * s, 10 * s, 13 * s)
-        b = pick_float(7 * s, 5 * s, 8 * s)
-        img = ((xx - cx) / a) ** 2 + ((yy - cy) / b) ** 2 <= 1
-    elif kind in ("gaussian_noise", "uniform_noise"):
-        # A private generator keeps the canonical noise fixed and the global RNG untouched.
-        gen = g if g is not None else torch.Generator().manual_seed(0)
-        if kind == "gaussian_noise":
-            img = (0.5 + 0.25 * torch.randn(size, size, generator=gen)).clamp(0, 1)
-        else:
-            img = torch.rand(size, size, generator=gen)
-    else:  # checkerboard
-        cell = pick_int(px(4), px(2), px(7))
-        oy, ox = pick_int(0, 0, cell - 1), pick_int(0, 0, cell - 1)
-        img = ((yy + oy) // cell + (xx + ox) // cell) % 2 == 1
-    return img.to(torch.float32).contiguous()
+    return _DRAWERS[kind](_Canvas(size, g)).to(torch.float32).contiguous()
 
 
 def canonical_pattern(kind: str, size: int = 28) -> torch.Tensor:

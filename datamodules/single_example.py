@@ -8,17 +8,21 @@ inputs of the paper's figures 2 and 3 come from `probe_inputs()`.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from typing import Literal, get_args
 
 import torch
 import torch.distributed as dist
+from jsonargparse.typing import NonNegativeInt, PositiveInt
 from pytorch_lightning import LightningDataModule
 from torch.utils.data import DataLoader, IterableDataset, TensorDataset
 
 from datamodules import patterns, sources
-from identity_crisis.errors import ConfigError, DataNotFoundError, check_choice, check_positive
+from datamodules.errors import DataConfigError, DataNotFoundError
 
-TRAIN_DATASETS = ("mnist", "fashion", "cifar10")
-TEST_SETS = (
+# Typed choices: LightningCLI (jsonargparse) checks them before anything is built and `--help`
+# lists them.
+TrainDataset = Literal["mnist", "fashion", "cifar10"]
+TestSet = Literal[
     "mnist",
     "fashion",
     "mnist_pairs",
@@ -28,9 +32,10 @@ TEST_SETS = (
     "checkerboard",
     "cifar10",
     "folder",
-)
+]
+TRAIN_DATASETS, TEST_SETS = get_args(TrainDataset), get_args(TestSet)
+# CIFAR-10 is not on every machine and `folder` needs a folder: both only when asked for.
 DEFAULT_TEST_SETS = tuple(name for name in TEST_SETS if name not in ("cifar10", "folder"))
-NUM_TRAIN_MODES = ("first", "per_class")
 
 # The probe panel: the columns of the paper's figures 2 and 3 after the training image, plus one
 # noise image. Test-split indices chosen once to resemble the paper's columns.
@@ -94,68 +99,88 @@ class SingleExampleDataModule(LightningDataModule):
         self,
         root: str | None = None,
         download: bool = True,
-        train_dataset: str = "mnist",
-        train_split: str = "train",
+        train_dataset: TrainDataset = "mnist",
+        train_split: Literal["train", "test"] = "train",
         train_class: int | None = 7,
-        train_index: int | None = 0,
+        train_index: NonNegativeInt | None = 0,
         train_seed: int = 0,
-        num_train: int = 1,
-        num_train_mode: str = "first",
-        test_sets: Sequence[str] = DEFAULT_TEST_SETS,
-        test_size: int = 100,
-        test_sizes: dict[str, int] | None = None,
+        num_train: PositiveInt = 1,
+        num_train_mode: Literal["first", "per_class"] = "first",
+        test_sets: Sequence[TestSet] = DEFAULT_TEST_SETS,
+        test_size: PositiveInt = 100,
+        test_sizes: dict[TestSet, PositiveInt] | None = None,
         test_seed: int = 0,
         image_folder: str | None = None,
-        batch_size: int = 256,
+        batch_size: PositiveInt = 256,
     ):
         super().__init__()
         self.save_hyperparameters(logger=False)
-        check_choice("--data.train_dataset", train_dataset, TRAIN_DATASETS)
-        check_choice("--data.train_split", train_split, ("train", "test"))
-        check_choice("--data.num_train_mode", num_train_mode, NUM_TRAIN_MODES)
-        check_positive("--data.num_train", num_train)
-        check_positive("--data.test_size", test_size)
-        check_positive("--data.batch_size", batch_size)
-        if train_index is not None and train_index < 0:
-            raise ConfigError(f"--data.train_index={train_index} is not valid; it must be >= 0")
         if num_train_mode == "per_class" and train_class is not None:
-            raise ConfigError(
+            raise DataConfigError(
                 f"--data.num_train_mode=per_class takes images of every class, but "
                 f"--data.train_class={train_class}; set --data.train_class=null"
             )
         self.test_set_names = list(dict.fromkeys(test_sets))
-        for name in self.test_set_names:
-            check_choice("--data.test_sets entry", name, TEST_SETS)
         if image_folder is not None:
             sources.image_folder_files(image_folder)
             if "folder" not in self.test_set_names:
                 self.test_set_names.append("folder")
         elif "folder" in self.test_set_names:
-            raise ConfigError("--data.test_sets names 'folder' but --data.image_folder is not set")
+            raise DataConfigError(
+                "--data.test_sets names 'folder' but --data.image_folder is not set"
+            )
         self.test_sizes = dict(test_sizes or {})
-        for name, size in self.test_sizes.items():
-            check_choice("--data.test_sizes key", name, self.test_set_names)
-            check_positive(f"--data.test_sizes.{name}", size)
+        for name in self.test_sizes:
+            if name not in self.test_set_names:
+                raise DataConfigError(
+                    f"--data.test_sizes names {name!r}, which is not among the test sets "
+                    f"({', '.join(self.test_set_names)})"
+                )
 
         self.root = sources.resolve_root(root)
         self.image_shape = sources.NATIVE_SHAPES[train_dataset]
-        # The probe panel needs MNIST and Fashion-MNIST test images whatever the run trains on.
-        needed = [(train_dataset, train_split == "train"), ("mnist", False), ("fashion", False)]
-        needed += [(n, False) for n in self.test_set_names if n in sources.SOURCES]
-        missing = []
-        for name, train in dict.fromkeys(needed):
-            try:
-                sources.ensure_available(name, self.root, train, download)
-            except DataNotFoundError as error:
-                missing.append(str(error))
-        if missing:
-            raise DataNotFoundError("\n".join(missing))
+        # Only a presence check here, so a missing data set fails before a run starts; reading
+        # and downloading belong to prepare_data.
+        self._each_split(sources.check_obtainable)
 
         self.train_images: torch.Tensor | None = None
         self.train_indices: list[int] = []
         self.test_inputs: dict[str, torch.Tensor] = {}
         self._splits: dict[tuple[str, bool], tuple[torch.Tensor, torch.Tensor]] = {}
         self._on_device: tuple[torch.Tensor, torch.device, torch.Tensor] | None = None
+
+    def _splits_needed(self) -> list[tuple[str, bool]]:
+        """(data set, train split?) pairs: the probe panel needs MNIST and Fashion-MNIST test
+        images whatever the run trains on."""
+        hp = self.hparams
+        needed = [
+            (hp.train_dataset, hp.train_split == "train"),
+            ("mnist", False),
+            ("fashion", False),
+        ]
+        needed += [(n, False) for n in self.test_set_names if n in sources.SOURCES]
+        return list(dict.fromkeys(needed))
+
+    def _each_split(self, check) -> None:
+        """check(name, root, train, download) on every split needed, with one message for all
+        that fail."""
+        missing = []
+        for name, train in self._splits_needed():
+            try:
+                check(name, self.root, train, self.hparams.download)
+            except DataNotFoundError as error:
+                missing.append(str(error))
+        if missing:
+            raise DataNotFoundError("\n".join(missing))
+
+    def prepare_data(self) -> None:
+        """Download (when allowed) and md5-check what is missing, once per machine."""
+        self._each_split(sources.ensure_available)
+
+    @property
+    def probe_names(self) -> tuple[str, ...]:
+        """The names of `probe_inputs()`, in order."""
+        return PROBE_NAMES
 
     def name_parts(self) -> list[str]:
         """The training data in a run name: 'mnist7', plus the index, count and mode when they
@@ -199,14 +224,14 @@ class SingleExampleDataModule(LightningDataModule):
                 "" if cls is None else f" of class {cls}"
             )
             if len(pool) == 0:
-                raise ConfigError(f"--data.train_class={cls}: there are no {what}")
+                raise DataConfigError(f"--data.train_class={cls}: there are no {what}")
             if hp.train_index is None:
                 generator = torch.Generator().manual_seed(hp.train_seed)
                 picks = pool[torch.randperm(len(pool), generator=generator)[: hp.num_train]]
             else:
                 picks = pool[hp.train_index : hp.train_index + hp.num_train]
             if len(picks) < hp.num_train:
-                raise ConfigError(
+                raise DataConfigError(
                     f"--data.train_index={hp.train_index} with --data.num_train={hp.num_train} "
                     f"needs {hp.num_train} images but there are {len(pool)} {what}"
                 )

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torchvision import datasets
 
-from identity_crisis.errors import ConfigError, DataNotFoundError
+from datamodules.errors import DataConfigError, DataNotFoundError
 
 DATA_DIR_ENV = "IDC_DATA_DIR"
 CACHE_DIR_ENV = "IDC_CACHE_DIR"
@@ -165,6 +165,14 @@ SOURCES = {
 NATIVE_SHAPES = {"mnist": (1, 28, 28), "fashion": (1, 28, 28), "cifar10": (3, 32, 32)}
 
 
+def check_obtainable(name: str, root: Path, train: bool, download: bool) -> None:
+    """A cheap check, without reading or downloading anything: the files are there, or a
+    download is allowed."""
+    source = SOURCES[name]
+    if not download and not source.available(root, train):
+        raise DataNotFoundError(source.missing_message(root, train))
+
+
 def ensure_available(name: str, root: Path, train: bool, download: bool) -> None:
     """Download what is missing (when allowed) now, so a missing data set fails before
     any training starts, with one message that says which files to put where."""
@@ -204,10 +212,10 @@ def to_shape(images: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:
 def image_folder_files(folder: str | os.PathLike) -> list[Path]:
     path = Path(folder).expanduser()
     if not path.is_dir():
-        raise ConfigError(f"--data.image_folder={str(folder)!r} is not a folder")
+        raise DataConfigError(f"--data.image_folder={str(folder)!r} is not a folder")
     files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
-        raise ConfigError(
+        raise DataConfigError(
             f"--data.image_folder={str(folder)!r} holds no image files "
             f"(looked for {', '.join(IMAGE_SUFFIXES)})"
         )

@@ -32,12 +32,15 @@ from pytorch_lightning.cli import LightningCLI
 from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
 
+from datamodules.errors import DataConfigError
 from datamodules.single_example import SingleExampleDataModule
-from identity_crisis.errors import ConfigError, TrainingFailed
-from identity_crisis.jsonio import write_json
-from identity_crisis.tracking import load_env_file, resolve_wandb_mode
+from identity_crisis import run_folder
+from identity_crisis.callbacks import FailureRecord, ProbePanels, RunSummary
+from identity_crisis.errors import ConfigError
+from identity_crisis.tracking import finish_wandb, load_env_file, resolve_wandb_mode
+from identity_crisis.trainer_defaults import TRAINER_DEFAULTS
 from lightning_modules.base import IdentityTaskModule
-from lightning_modules.callbacks import METRICS_FILE, ProbePanels, RunSummary
+from lightning_modules.errors import ModelConfigError, TrainingFailed
 
 RUN_DIR_ENV = "IDC_RUN_DIR"
 # Subcommands beside LightningCLI's `fit`, each a module with main(argv).
@@ -49,36 +52,8 @@ OTHER_COMMANDS = {
 }
 DEFAULT_PROJECT = "identity-crisis"
 
-# One image per step: checkpoints, model summaries and sanity checks cost more than the work, so
-# they are off unless asked for; the progress bar only shows on a terminal, not in sweep logs.
-TRAINER_DEFAULTS = {
-    "max_steps": 1500,
-    "enable_checkpointing": False,
-    "enable_model_summary": False,
-    "enable_progress_bar": sys.stderr.isatty(),
-    "num_sanity_val_steps": 0,
-    "log_every_n_steps": 50,
-    "devices": 1,
-    # Training is one endless epoch of the same image. Lightning reads min_steps as also needing
-    # one whole epoch, which never ends, so a stop (stop_loss) would never be honoured.
-    "min_epochs": 0,
-}
-
-
-def flatten_config(config: dict, prefix: str = "") -> dict:
-    """{'model': {'class_path': ..., 'init_args': {'depth': 3}}} -> {'model.depth': 3, ...}: the
-    names the command line and the sweep files use."""
-    flat = {}
-    for key, value in config.items():
-        if key == "init_args":
-            flat.update(flatten_config(value, prefix))
-            continue
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(flatten_config(value, f"{name}."))
-        else:
-            flat[name] = list(value) if isinstance(value, tuple) else value
-    return flat
+# A bad value, from whichever layer checks it: one line and exit 2, no traceback.
+USER_ERRORS = (ConfigError, ModelConfigError, DataConfigError)
 
 
 class IdentityCrisisCLI(LightningCLI):
@@ -93,8 +68,11 @@ class IdentityCrisisCLI(LightningCLI):
             subclass_mode_model=True,
             datamodule_class=SingleExampleDataModule,
             seed_everything_default=0,
-            trainer_defaults={**TRAINER_DEFAULTS, "callbacks": [ProbePanels(), RunSummary()]},
-            save_config_kwargs={"overwrite": True},
+            trainer_defaults={
+                **TRAINER_DEFAULTS,
+                "callbacks": [ProbePanels(), RunSummary(), FailureRecord()],
+            },
+            save_config_kwargs={"overwrite": True, "config_filename": run_folder.CONFIG},
             # Parse errors come back as exceptions, so main() can say them in one line.
             parser_kwargs={"parser_mode": "omegaconf", "exit_on_error": False},
             auto_configure_optimizers=False,
@@ -110,6 +88,10 @@ class IdentityCrisisCLI(LightningCLI):
         # The data fixes the image shape (CIFAR-10 is 3 x 32 x 32); the net follows it.
         parser.link_arguments(
             "data.image_shape", "model.init_args.image_shape", apply_on="instantiate"
+        )
+        # Scores are logged under each test set's name, which the data knows.
+        parser.link_arguments(
+            "data.test_set_names", "model.init_args.test_set_names", apply_on="instantiate"
         )
         parser.add_argument(
             "--run.root",
@@ -182,75 +164,41 @@ class IdentityCrisisCLI(LightningCLI):
     def _log_config(self) -> None:
         config = self._config().clone().as_dict()
         config.pop("config", None)
-        self.wandb_logger.experiment.config.update(flatten_config(config), allow_val_change=True)
+        flat = run_folder.flatten_config(config)
+        self.wandb_logger.experiment.config.update(flat, allow_val_change=True)
         print(f"run {self.run_name} (group {self.run_group})", flush=True)
 
     def after_fit(self) -> None:
         self.trainer.test(self.model, datamodule=self.datamodule, verbose=False)
         print(self.results_table(), flush=True)
-        self._finish_wandb(exit_code=0)
+        finish_wandb(self.wandb_logger, exit_code=0)
         print(f"run folder: {self.run_dir}", flush=True)
 
     def results_table(self) -> str:
-        logged = self.trainer.callback_metrics
         model = self.model
         lines = [
             f"final training MSE {model.final_train_loss:.3g} "
             + ("(fitted)" if model.fitted else f"(NOT fitted: > {model.hparams.fit_threshold:g})"),
             f"{'test set':<16}{'identity':>10}{'constant':>10}   verdicts id/const/neither",
         ]
-        for name in self.datamodule.test_set_names:
-            s = {k.rsplit("/", 1)[1]: float(v) for k, v in logged.items() if f"/{name}/" in k}
+        for name, s in model.test_results.items():
             lines.append(
                 f"{name:<16}{s['identity_corr']:>10.3f}{s['constant_corr']:>10.3f}   "
                 f"{s['frac_identity']:.2f}/{s['frac_constant']:.2f}/{s['frac_neither']:.2f}"
             )
         return "\n".join(lines)
 
-    def _finish_wandb(self, exit_code: int) -> None:
-        if wandb.run is None:
-            return
-        run_path = Path(wandb.run.dir).parent
-        offline = wandb.run.settings.mode == "offline" or wandb.run.offline
-        wandb.run.finish(exit_code=exit_code)
-        if offline:
-            print(f"W&B ran offline; upload with: wandb sync {run_path}", flush=True)
-
-    def _run_subcommand(self, subcommand: str) -> None:
-        try:
-            super()._run_subcommand(subcommand)
-        except BaseException as error:
-            self._record_failure(error)
-            raise
-
-    def _record_failure(self, error: BaseException) -> None:
-        """A run that did not finish is recorded as failed, with the reason, never as a result."""
-        if isinstance(error, TrainingFailed):
-            status = "failed"
-        elif isinstance(error, KeyboardInterrupt | SystemExit):
-            status = "interrupted"
-        else:
-            status = "crashed"
-        reason = f"{type(error).__name__}: {error}"
-        if self.run_dir is not None:
-            write_json(self.run_dir / METRICS_FILE, {"status": status, "error": reason})
-        if wandb.run is not None:
-            wandb.run.summary.update({"status": status, "error": reason})
-        self._finish_wandb(exit_code=1)
-        if self.run_dir is not None:
-            print(f"run folder: {self.run_dir}", flush=True)
-
 
 def user_error(error: BaseException) -> str | None:
     """The one-line message of a user error (a bad value or option), None for anything else.
 
-    Our own checks raise ConfigError, which jsonargparse may wrap while instantiating; its parse
-    errors (unknown option, wrong type) arrive as ArgumentError and are cut down to the line that
-    names the option.
+    Checks in code raise one of USER_ERRORS, which jsonargparse may wrap while instantiating; its
+    parse errors (unknown option, wrong type) arrive as ArgumentError and are cut down to the line
+    that names the option.
     """
     seen = error
     while seen is not None:
-        if isinstance(seen, ConfigError):
+        if isinstance(seen, USER_ERRORS):
             return str(seen)
         seen = seen.__cause__ or seen.__context__
     if not isinstance(error, ArgumentError):
@@ -258,17 +206,56 @@ def user_error(error: BaseException) -> str | None:
     text = str(error)
     unknown = re.search(r"class_path '([\w.]+)':\s+Option '(\w+)' is not accepted", text)
     if unknown:
-        class_path, option = unknown.groups()
-        module, name = class_path.rsplit(".", 1)
-        valid = inspect.signature(getattr(importlib.import_module(module), name)).parameters
-        base = inspect.signature(IdentityTaskModule).parameters
-        options = [p for p in [*valid, *base] if p not in ("self", "kwargs", "image_shape")]
-        return f"--model.{option} is not an option of {name}; valid: {', '.join(options)}"
-    wrong_type = re.search(r'Parser key "(\w+)":\s+Expected a (.+?)\. Got value: (.*)', text)
-    if wrong_type:
-        key, expected, value = wrong_type.groups()
-        return f"--model.{key}={value} is not valid; expected {expected}"
-    return text.splitlines()[0] if "Given value" in text else " ".join(text.split())
+        return _unknown_model_option(*unknown.groups())
+    return _type_error(text) or (
+        text.splitlines()[0] if "Given value" in text else " ".join(text.split())
+    )
+
+
+def _unknown_model_option(class_path: str, option: str) -> str:
+    module, name = class_path.rsplit(".", 1)
+    valid = inspect.signature(getattr(importlib.import_module(module), name)).parameters
+    base = inspect.signature(IdentityTaskModule).parameters
+    linked = ("self", "kwargs", "image_shape", "test_set_names")
+    options = [p for p in dict.fromkeys([*valid, *base]) if p not in linked]
+    return f"--model.{option} is not an option of {name}; valid: {', '.join(options)}"
+
+
+# jsonargparse names the failing key (nested under "model" for a class's argument) and says
+# what the type wants; these pick out the key, the value and the rule, nothing else.
+PARSER_KEY = re.compile(r'Parser key "([\w.]+)"')
+RESTRICTION = re.compile(r"Not of type \w+: (.*?)\s*does not conform to restriction (.+)")
+LITERAL = re.compile(r"Expected a typing\.Literal\[(.+?)\]\. Got value: (.*)")
+GIVEN = re.compile(r"Given value: (?:NestedArg\(key='\w+', val=)?'?([^'\n]*?)'?\)?$", re.M)
+NOT_OF_TYPE = re.compile(r"Not of type (\w+): (.+)")
+EXPECTED = re.compile(r"Expected a <class '(\w+)'>")
+
+
+def _type_error(text: str) -> str | None:
+    """'--model.depth=0 is not valid; it must be > 0' from a typed argument's parse error."""
+    keys = PARSER_KEY.findall(text)
+    if not keys:
+        return None
+    option = keys[-1] if "." in keys[-1] or len(keys) == 1 else f"{keys[0]}.{keys[-1]}"
+    given = GIVEN.search(text)
+    given = given.group(1).strip() if given else ""
+    if restriction := RESTRICTION.search(text):
+        value, rule = restriction.groups()
+        value = value or given
+        rule = re.sub(r"\s*(>=|<=|>|<)\s*", r" \1 ", rule.replace("v", "")).strip()
+        return f"--{option}={value} is not valid; it must be {rule}"
+    if literal := LITERAL.search(text):
+        choices, value = literal.groups()
+        choices = ", ".join(c.strip(" '") for c in choices.split(","))
+        return f"--{option}={value.strip()} is not valid; choose one of {choices}"
+    if not_of_type := NOT_OF_TYPE.search(text):
+        kind, why = not_of_type.groups()
+        shown = f"--{option}={given}" if given else f"--{option}"
+        return f"{shown} is not valid; expected a {kind} ({why.strip()})"
+    expected = [t for t in EXPECTED.findall(text) if t != "NoneType"]
+    if expected:
+        return f"--{option}={given} is not valid; expected {' or '.join(expected)}"
+    return None
 
 
 def wandb_args(argv: list[str]) -> list[str]:
@@ -287,7 +274,7 @@ def main(argv: list[str] | None = None) -> None:
     resolve_wandb_mode()
     try:
         IdentityCrisisCLI(args=argv)
-    except (ConfigError, ArgumentError, ValueError) as error:
+    except (*USER_ERRORS, ArgumentError, ValueError) as error:
         message = user_error(error)
         if message is None:
             raise

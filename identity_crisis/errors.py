@@ -1,19 +1,12 @@
-"""Errors the command line turns into a one-line message instead of a traceback."""
+"""Errors of the app's own commands (sweep, report, theory, init-signal) that the command line
+turns into a one-line message instead of a traceback. The model families and the data module
+raise their own (`lightning_modules.errors`, `datamodules.errors`)."""
 
 import argparse
 
 
 class ConfigError(ValueError):
     """A value the user gave cannot work; the message names it and what would be valid."""
-
-
-class DataNotFoundError(ConfigError):
-    """A data set is neither on disk nor downloadable; the message says which files go where."""
-
-
-class TrainingFailed(RuntimeError):
-    """A run that started but produced no result (diverged loss): reported as failed, never logged
-    as a result."""
 
 
 def check_choice(name: str, value, valid) -> None:

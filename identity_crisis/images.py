@@ -72,31 +72,8 @@ def image_grid(
     training image. If row_labels is given, a left margin holds each label in black text,
     vertically centred on its row.
     """
-    if scale < 1:
-        raise ValueError(f"scale must be >= 1, got {scale}")
-    if pad < 0:
-        raise ValueError(f"pad must be >= 0, got {pad}")
-    if len(rows) == 0:
-        raise ValueError("rows must hold at least one row, got 0")
-    cells = [to_uint8_rgb(row) for row in rows]
+    cells = _grid_cells(rows, row_labels, divider_after, scale, pad)
     n, h, w = cells[0].shape[:3]
-    for r, c in enumerate(cells):
-        if c.shape[:3] != (n, h, w):
-            raise ValueError(
-                f"all rows must have the same (N, H, W); row 0 has {(n, h, w)}, "
-                f"row {r} has {c.shape[:3]}"
-            )
-    if n == 0:
-        raise ValueError("rows must hold at least one image each, got N=0")
-    if row_labels is not None and len(row_labels) != len(rows):
-        raise ValueError(
-            f"row_labels must have one label per row ({len(rows)}), got {len(row_labels)}"
-        )
-    if divider_after is not None and not 0 <= divider_after < n - 1:
-        raise ValueError(
-            f"divider_after must be in [0, {n - 2}] for {n} columns, got {divider_after}"
-        )
-
     ch, cw = h * scale, w * scale
     n_rows = len(cells)
     extra = 0 if divider_after is None else _divider_width(scale) + pad
@@ -127,15 +104,65 @@ def image_grid(
         canvas[pad : height - pad, x : x + _divider_width(scale)] = DIVIDER_RED
 
     if row_labels is not None:
-        img = Image.fromarray(canvas)
-        draw = ImageDraw.Draw(img)
-        for r, (label, box) in enumerate(zip(row_labels, boxes, strict=True)):
-            centre = pad + r * (ch + pad) + ch / 2
-            # textbbox includes the font's top bearing, so centre the inked box, not the origin.
-            top = centre - (box[3] - box[1]) / 2 - box[1]
-            draw.text((max(pad, 2) - box[0], top), label, fill=BLACK, font=font)
-        canvas = np.asarray(img).copy()
+        canvas = _draw_row_labels(canvas, row_labels, boxes, font, cell_height=ch, pad=pad)
     return canvas
+
+
+def _grid_cells(
+    rows: Sequence[torch.Tensor],
+    row_labels: Sequence[str] | None,
+    divider_after: int | None,
+    scale: int,
+    pad: int,
+) -> list[np.ndarray]:
+    """image_grid's arguments checked (ValueError naming the bad one), and its rows as uint8 RGB
+    arrays (N, H, W, 3) of one shared N, H and W."""
+    if scale < 1:
+        raise ValueError(f"scale must be >= 1, got {scale}")
+    if pad < 0:
+        raise ValueError(f"pad must be >= 0, got {pad}")
+    if len(rows) == 0:
+        raise ValueError("rows must hold at least one row, got 0")
+    cells = [to_uint8_rgb(row) for row in rows]
+    n, h, w = cells[0].shape[:3]
+    for r, c in enumerate(cells):
+        if c.shape[:3] != (n, h, w):
+            raise ValueError(
+                f"all rows must have the same (N, H, W); row 0 has {(n, h, w)}, "
+                f"row {r} has {c.shape[:3]}"
+            )
+    if n == 0:
+        raise ValueError("rows must hold at least one image each, got N=0")
+    if row_labels is not None and len(row_labels) != len(rows):
+        raise ValueError(
+            f"row_labels must have one label per row ({len(rows)}), got {len(row_labels)}"
+        )
+    if divider_after is not None and not 0 <= divider_after < n - 1:
+        raise ValueError(
+            f"divider_after must be in [0, {n - 2}] for {n} columns, got {divider_after}"
+        )
+    return cells
+
+
+def _draw_row_labels(
+    canvas: np.ndarray,
+    row_labels: Sequence[str],
+    boxes: Sequence[tuple[int, int, int, int]],
+    font: ImageFont.FreeTypeFont | ImageFont.ImageFont,
+    *,
+    cell_height: int,
+    pad: int,
+) -> np.ndarray:
+    """A copy of the grid with each label (its inked box measured in `boxes`) in black in the
+    left margin, vertically centred on its row of cells."""
+    img = Image.fromarray(canvas)
+    draw = ImageDraw.Draw(img)
+    for r, (label, box) in enumerate(zip(row_labels, boxes, strict=True)):
+        centre = pad + r * (cell_height + pad) + cell_height / 2
+        # textbbox includes the font's top bearing, so centre the inked box, not the origin.
+        top = centre - (box[3] - box[1]) / 2 - box[1]
+        draw.text((max(pad, 2) - box[0], top), label, fill=BLACK, font=font)
+    return np.asarray(img).copy()
 
 
 def colormap_maps(maps: torch.Tensor, cmap: str = "winter") -> torch.Tensor:

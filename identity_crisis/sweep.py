@@ -34,8 +34,9 @@ from pathlib import Path
 
 import yaml
 
+from identity_crisis import run_folder
 from identity_crisis.errors import ConfigError
-from identity_crisis.jsonio import write_json
+from identity_crisis.run_folder import CELL_FAILED, CELL_LOG, CELL_RUN
 
 TOP_LEVEL_KEYS = {
     "name",
@@ -80,7 +81,6 @@ ARGS_MACROS = (
 )
 DEFAULT_COMMAND = ["${env}", "${interpreter}", "${program}", "${args}"]
 DEFAULT_OUT = "runs/sweeps"
-DONE, FAILED, LOG, RUN = "done.json", "failed.json", "log.txt", "run"
 
 
 class SweepError(ConfigError):
@@ -274,7 +274,7 @@ class Cell:
 
     @property
     def done(self) -> bool:
-        return (self.folder / DONE).is_file()
+        return run_folder.cell_done(self.folder)
 
 
 class OfflineRunner:
@@ -323,7 +323,7 @@ class OfflineRunner:
         filled = fill_command(self.sweep, cell.params, cell.folder / "args.json")
         # Later arguments win: each cell writes into its own folder, grouped by the sweep.
         return filled + [
-            f"--run.dir={cell.folder / RUN}",
+            f"--run.dir={cell.folder / CELL_RUN}",
             f"--run.group={self.sweep.name}",
             *self.extra_args,
         ]
@@ -372,9 +372,7 @@ class OfflineRunner:
         # in WANDB_SERVICE; a cell attached to it dies with it and hangs on Ctrl-C. Each cell
         # starts its own.
         env.pop("WANDB_SERVICE", None)
-        log = (cell.folder / LOG).open("w")
-        log.write(f"$ {shlex.join(command)}\n")
-        log.flush()
+        log = run_folder.open_cell_log(cell.folder, shlex.join(command))
         print(f"[{cell.index + 1}/{len(self.cells)}] start {cell.folder.name}", flush=True)
         # A session of its own: Ctrl-C reaches the runner, which stops the children in order.
         proc = subprocess.Popen(
@@ -388,37 +386,22 @@ class OfflineRunner:
         return proc, cell, time.time(), log
 
     def _finish(self, cell: Cell, returncode: int, seconds: float) -> bool:
-        metrics_file = cell.folder / RUN / "metrics.json"
-        status = None
-        if metrics_file.is_file():
-            status = json.loads(metrics_file.read_text()).get("status")
-        if returncode == 0 and status == "ok":
-            (cell.folder / FAILED).unlink(missing_ok=True)
-            write_json(
-                cell.folder / DONE,
-                {"params": cell.params, "seconds": round(seconds, 2), "run": str(RUN)},
-            )
+        status = run_folder.read_status(cell.folder / CELL_RUN)
+        if returncode == 0 and status == run_folder.OK:
+            run_folder.write_cell_done(cell.folder, cell.params, seconds)
             print(f"[{cell.index + 1}/{len(self.cells)}] done  {cell.folder.name}", flush=True)
             return True
         reason = f"exit code {returncode}, run status {status}"
         self._record_failure(cell, returncode, reason)
         print(
             f"[{cell.index + 1}/{len(self.cells)}] FAILED {cell.folder.name}: {reason}; "
-            f"log: {cell.folder / LOG}",
+            f"log: {cell.folder / CELL_LOG}",
             flush=True,
         )
         return False
 
     def _record_failure(self, cell: Cell, returncode: int | None, reason: str) -> None:
-        write_json(
-            cell.folder / FAILED,
-            {
-                "params": cell.params,
-                "returncode": returncode,
-                "reason": reason,
-                "log": str(cell.folder / LOG),
-            },
-        )
+        run_folder.write_cell_failed(cell.folder, cell.params, returncode, reason)
 
     def _summary(self, counts: dict[str, int]) -> None:
         print(
@@ -427,9 +410,9 @@ class OfflineRunner:
             flush=True,
         )
         for cell in self.cells:
-            if (cell.folder / FAILED).is_file():
-                print(f"  failed: {cell.folder.name}  (log: {cell.folder / LOG})")
-        print(f"upload to W&B with: wandb sync {self.root}/*/{RUN}/wandb/offline-run-*")
+            if (cell.folder / CELL_FAILED).is_file():
+                print(f"  failed: {cell.folder.name}  (log: {cell.folder / CELL_LOG})")
+        print(f"upload to W&B with: wandb sync {self.root}/*/{CELL_RUN}/wandb/offline-run-*")
 
 
 def _stop(proc: subprocess.Popen, grace_s: float = 10.0) -> None:

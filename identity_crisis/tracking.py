@@ -47,3 +47,14 @@ def resolve_wandb_mode() -> str:
         mode = "online" if os.environ.get("WANDB_API_KEY") or _has_netrc_key() else "offline"
         os.environ["WANDB_MODE"] = mode
     return mode
+
+
+def finish_wandb(logger, exit_code: int) -> None:
+    """Close the logger's W&B run (exit code 1 marks it failed) and, offline, say how to upload
+    it."""
+    run = logger.experiment
+    offline = run.settings.mode == "offline" or run.offline
+    run_path = Path(run.dir).parent
+    run.finish(exit_code=exit_code)
+    if offline:
+        print(f"W&B ran offline; upload with: wandb sync {run_path}", flush=True)

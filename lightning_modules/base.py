@@ -11,26 +11,33 @@ from __future__ import annotations
 import functools
 import math
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
+from jsonargparse.typing import NonNegativeInt, PositiveFloat, PositiveInt, restricted_number_type
 from pytorch_lightning import LightningModule
 from torch import nn
 
-from identity_crisis.errors import ConfigError, TrainingFailed, check_choice, check_positive
+from lightning_modules.errors import TrainingFailed
 from lightning_modules.metrics import DEFAULT_VERDICT_THRESHOLD, IdentityScores
 
-INITS = (
-    "default",
-    "xavier_uniform",
-    "xavier_normal",
-    "kaiming_normal",
-    "kaiming_uniform",
-    "orthogonal",
+# Typed choices and bounds: LightningCLI (jsonargparse) checks them before anything is built and
+# `--help` lists them; a notebook that builds a module by hand is trusted.
+Init = Literal[
+    "default", "xavier_uniform", "xavier_normal", "kaiming_normal", "kaiming_uniform", "orthogonal"
+]
+Optimizer = Literal["adam", "amsgrad", "sgd"]
+Activation = Literal["relu", "linear"]
+INITS, OPTIMIZERS, ACTIVATIONS = get_args(Init), get_args(Optimizer), get_args(Activation)
+PositiveFiniteFloat = restricted_number_type(
+    "PositiveFiniteFloat", float, [(">", 0), ("<", math.inf)], join="and"
 )
-OPTIMIZERS = ("adam", "amsgrad", "sgd")
-ACTIVATIONS = ("relu", "linear")
+Momentum = restricted_number_type("Momentum", float, [(">=", 0), ("<", 1)], join="and")
+CorrelationThreshold = restricted_number_type(
+    "CorrelationThreshold", float, [(">", 0), ("<=", 1)], join="and"
+)
 # A run whose final training MSE is above this has not fitted its image: its test scores say
 # nothing about memorization, and `train/fitted` is 0. Pixels are in [0, 1]; 1e-3 is an RMS
 # error of 0.03 per pixel, well below what an eye sees in a panel.
@@ -65,39 +72,35 @@ class IdentityTaskModule(LightningModule):
     def __init__(
         self,
         image_shape: tuple[int, int, int] = (1, 28, 28),
-        optimizer: str = "adam",
-        lr: float = 1e-3,
-        momentum: float = 0.9,
-        warmup_steps: int = 0,
-        init: str = "xavier_uniform",
-        fit_threshold: float = DEFAULT_FIT_THRESHOLD,
-        stop_loss: float | None = None,
-        check_every: int = 50,
-        verdict_threshold: float = DEFAULT_VERDICT_THRESHOLD,
+        test_set_names: Sequence[str] | None = None,
+        optimizer: Optimizer = "adam",
+        lr: PositiveFiniteFloat = 1e-3,
+        momentum: Momentum = 0.9,
+        warmup_steps: NonNegativeInt = 0,
+        init: Init = "xavier_uniform",
+        fit_threshold: PositiveFloat = DEFAULT_FIT_THRESHOLD,
+        stop_loss: PositiveFloat | None = None,
+        check_every: PositiveInt = 50,
+        verdict_threshold: CorrelationThreshold = DEFAULT_VERDICT_THRESHOLD,
     ):
         super().__init__()
         # Called here, it also records the calling family's arguments (depth, channels, ...). The
         # command line logs the whole config under its dotted keys (model.depth, ...), the names
         # sweeps use, so Lightning's own copy under bare names stays out of W&B.
-        self.save_hyperparameters(logger=False)
-        check_choice("--model.optimizer", optimizer, OPTIMIZERS)
-        check_choice("--model.init", init, INITS)
-        if not (lr > 0 and math.isfinite(lr)):
-            raise ConfigError(f"--model.lr={lr!r} is not valid; it must be a positive number")
-        if not 0 <= momentum < 1:
-            raise ConfigError(f"--model.momentum={momentum!r} is not valid; it must be in [0, 1)")
-        check_positive("--model.check_every", check_every)
-        check_positive("--model.warmup_steps", warmup_steps, minimum=0)
-        if not 0 < verdict_threshold <= 1:
-            raise ConfigError(
-                f"--model.verdict_threshold={verdict_threshold!r} is not valid; "
-                "it must be in (0, 1]"
-            )
+        self.save_hyperparameters(logger=False, ignore=["test_set_names"])
         self.image_shape = tuple(int(s) for s in image_shape)
-        # A buffer, not an attribute: it travels with the weights between processes (DDP spawn
-        # workers, the test run after fit). NaN = not measured yet.
+        # Named test sets log as test/<name>/<score>; without names (a notebook's own loaders)
+        # the i-th test loader is set<i>.
+        self.test_set_names = list(test_set_names or [])
+        # Buffers, not attributes: they travel with the weights between processes (DDP spawn
+        # workers, the test run after fit, a checkpoint). NaN = not measured yet; the training
+        # images are captured from the first training batch (empty until then).
         self.register_buffer("final_loss", torch.tensor(float("nan")))
+        self.register_buffer("train_images", torch.empty(0))
+        self.register_load_state_dict_pre_hook(_resize_train_images)
         self.test_scores = nn.ModuleDict()
+        # The last test's scores per test set, {set: {score: value}}, for a caller to read.
+        self.test_results: dict[str, dict[str, float]] = {}
 
     # --- architecture -------------------------------------------------------------------------
     def layer_outputs(self, x: torch.Tensor) -> Iterator[torch.Tensor]:
@@ -178,6 +181,17 @@ class IdentityTaskModule(LightningModule):
             self.logger.log_hyperparams(counts)
             self.logger.log_metrics(counts, step=0)
 
+    def on_train_batch_start(self, batch: torch.Tensor, batch_idx: int) -> None:
+        if self.train_images.numel() == 0:
+            self._capture_train_images(batch)
+
+    def _capture_train_images(self, batch: torch.Tensor) -> None:
+        """The training images, whole: under DDP each rank streams a shard, gathered here."""
+        images = batch.detach()
+        if self.trainer.world_size > 1:
+            images = self.all_gather(images).flatten(0, 1)
+        self.train_images = images.clone()
+
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
         loss = F.mse_loss(self(batch), batch)
         if self._loss_is_shown():
@@ -205,12 +219,9 @@ class IdentityTaskModule(LightningModule):
         if stop_loss is not None and loss < stop_loss and self.global_step + 1 >= min_steps:
             self.trainer.should_stop = True
 
-    def train_images(self) -> torch.Tensor:
-        return self.trainer.datamodule.train_images.to(self.device, self.dtype)
-
     @torch.no_grad()
     def on_train_end(self) -> None:
-        images = self.train_images()
+        images = self.train_images
         loss = F.mse_loss(self(images), images).item()
         if not math.isfinite(loss):
             raise TrainingFailed(f"training diverged: final training loss is {loss}")
@@ -236,16 +247,29 @@ class IdentityTaskModule(LightningModule):
         return self.final_train_loss <= self.hparams.fit_threshold
 
     # --- evaluation -------------------------------------------------------------------------
-    def setup(self, stage: str) -> None:
-        if stage == "test":
-            names = self.trainer.datamodule.test_set_names
-            threshold = self.hparams.verdict_threshold
-            self.test_scores = nn.ModuleDict({n: IdentityScores(threshold) for n in names})
+    def on_test_start(self) -> None:
+        if self.train_images.numel() == 0:
+            raise RuntimeError(
+                "this net has no training images to score against: test it after fit, or from "
+                "a checkpoint"
+            )
+        self.test_scores = nn.ModuleDict()
+
+    def test_set_name(self, dataloader_idx: int) -> str:
+        if dataloader_idx < len(self.test_set_names):
+            return self.test_set_names[dataloader_idx]
+        return f"set{dataloader_idx}"
+
+    def _scores(self, name: str) -> IdentityScores:
+        if name not in self.test_scores:
+            metric = IdentityScores(self.hparams.verdict_threshold).to(self.device)
+            self.test_scores[name] = metric
+        return self.test_scores[name]
 
     def constant_targets(self, outputs: torch.Tensor) -> torch.Tensor:
         """What memorization would output for each image: the training image, or with several
         training images, the one the output correlates with most."""
-        train = self.train_images()
+        train = self.train_images
         if len(train) == 1:
             return train.expand_as(outputs)
         flat = outputs.flatten(1)
@@ -257,16 +281,28 @@ class IdentityTaskModule(LightningModule):
     def test_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
         (inputs,) = batch
         outputs = self(inputs)
-        name = self.trainer.datamodule.test_set_names[dataloader_idx]
-        self.test_scores[name].update(inputs, outputs, self.constant_targets(outputs))
+        self._scores(self.test_set_name(dataloader_idx)).update(
+            inputs, outputs, self.constant_targets(outputs)
+        )
 
     def on_test_epoch_end(self) -> None:
+        self.test_results = {}
         for name, metric in self.test_scores.items():
-            scores = {f"test/{name}/{key}": value for key, value in metric.compute().items()}
+            computed = metric.compute()
+            self.test_results[name] = {key: float(value) for key, value in computed.items()}
+            scores = {f"test/{name}/{key}": value for key, value in computed.items()}
             # The metric has already summed its states over processes, so every rank holds the
             # same values; sync_dist only says so to Lightning.
             self.log_dict(scores, add_dataloader_idx=False, sync_dist=True)
             metric.reset()
+
+
+def _resize_train_images(module: IdentityTaskModule, state_dict: dict, prefix: str, *_) -> None:
+    """The training-image buffer is empty until training starts: take the shape of the state
+    being loaded (a checkpoint, DDP spawn workers' weights, the initial weights swapped back)."""
+    saved = state_dict.get(f"{prefix}train_images")
+    if saved is not None:
+        module.train_images = torch.empty_like(saved, device=module.train_images.device)
 
 
 def activation_module(name: str) -> nn.Module:

@@ -6,22 +6,20 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import torch
+from jsonargparse.typing import PositiveInt
 from torch import nn
 
-from identity_crisis.errors import ConfigError, check_choice, check_positive
-from lightning_modules.base import ACTIVATIONS, IdentityTaskModule, activation_module
+from lightning_modules.base import Activation, IdentityTaskModule, activation_module
+from lightning_modules.errors import ModelConfigError
 
 
-def check_conv_args(depth: int, channels: int, kernel_size: int, activation: str) -> None:
-    check_positive("--model.depth", depth)
-    check_positive("--model.channels", channels)
-    check_positive("--model.kernel_size", kernel_size)
+def check_odd_kernel(kernel_size: int) -> None:
+    """Parity is no bound a type can state, so it is checked here."""
     if kernel_size % 2 == 0:
-        raise ConfigError(
+        raise ModelConfigError(
             f"--model.kernel_size={kernel_size} is even: zero padding cannot keep the image size "
             f"with an even kernel; use an odd size (1, 3, 5, 7, ...)"
         )
-    check_choice("--model.activation", activation, ACTIVATIONS)
 
 
 def same_conv(c_in: int, c_out: int, kernel_size: int, bias: bool) -> nn.Conv2d:
@@ -49,15 +47,15 @@ class CNN(IdentityTaskModule):
 
     def __init__(
         self,
-        depth: int = 5,
-        channels: int = 128,
-        kernel_size: int = 5,
-        activation: str = "relu",
+        depth: PositiveInt = 5,
+        channels: PositiveInt = 128,
+        kernel_size: PositiveInt = 5,
+        activation: Activation = "relu",
         bias: bool = True,
         **kwargs,
     ):
         super().__init__(**kwargs)
-        check_conv_args(depth, channels, kernel_size, activation)
+        check_odd_kernel(kernel_size)
         c = self.image_shape[0]
         widths = [c] + [channels] * (depth - 1) + [c]
         self.layers = nn.ModuleList(

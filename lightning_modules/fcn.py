@@ -6,10 +6,10 @@ import math
 from collections.abc import Iterator
 
 import torch
+from jsonargparse.typing import PositiveInt
 from torch import nn
 
-from identity_crisis.errors import check_choice, check_positive
-from lightning_modules.base import ACTIVATIONS, IdentityTaskModule, activation_module
+from lightning_modules.base import Activation, IdentityTaskModule, activation_module
 
 
 class FCN(IdentityTaskModule):
@@ -27,16 +27,13 @@ class FCN(IdentityTaskModule):
 
     def __init__(
         self,
-        depth: int = 6,
-        width: int = 784,
-        activation: str = "relu",
+        depth: PositiveInt = 6,
+        width: PositiveInt = 784,
+        activation: Activation = "relu",
         bias: bool = True,
         **kwargs,
     ):
         super().__init__(**kwargs)
-        check_positive("--model.depth", depth)
-        check_positive("--model.width", width)
-        check_choice("--model.activation", activation, ACTIVATIONS)
         size = math.prod(self.image_shape)
         sizes = [size] + [width] * (depth - 1) + [size]
         self.layers = nn.ModuleList(

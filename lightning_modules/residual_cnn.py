@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import torch
+from jsonargparse.typing import PositiveInt
 from torch import nn
 
-from identity_crisis.errors import check_positive
-from lightning_modules.base import IdentityTaskModule, activation_module
-from lightning_modules.cnn import check_conv_args, conv_name_parts, same_conv
+from lightning_modules.base import Activation, IdentityTaskModule, activation_module
+from lightning_modules.cnn import check_odd_kernel, conv_name_parts, same_conv
 
 
 class ResidualCNN(IdentityTaskModule):
@@ -33,17 +33,16 @@ class ResidualCNN(IdentityTaskModule):
 
     def __init__(
         self,
-        depth: int = 10,
-        channels: int = 128,
-        kernel_size: int = 5,
-        activation: str = "relu",
+        depth: PositiveInt = 10,
+        channels: PositiveInt = 128,
+        kernel_size: PositiveInt = 5,
+        activation: Activation = "relu",
         bias: bool = True,
-        block_size: int = 2,
+        block_size: PositiveInt = 2,
         **kwargs,
     ):
         super().__init__(**kwargs)
-        check_conv_args(depth, channels, kernel_size, activation)
-        check_positive("--model.block_size", block_size)
+        check_odd_kernel(kernel_size)
         c = self.image_shape[0]
         if depth == 1:
             self.stem, self.head = same_conv(c, c, kernel_size, bias), None

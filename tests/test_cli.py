@@ -76,14 +76,100 @@ def test_fit_writes_the_run_folder_and_an_offline_wandb_run(capsys, cli_args):
     assert table["data"][0][1] == pytest.approx(float(predictions["identity_corr"][0]), abs=1e-6)
 
 
+# Bad values, table-driven: typed arguments are refused by the parser, the checks a type
+# cannot state (an even kernel, a folder) by the model or the data; all in one line, exit 2.
 BAD_INPUTS = [
-    (["--config", "configs/cnn.yaml", "--model.depth=0"], "--model.depth=0"),
+    (
+        ["--config", "configs/cnn.yaml", "--model.depth=0"],
+        "--model.depth=0 is not valid; it must be > 0",
+    ),
     (["--config", "configs/cnn.yaml", "--model.kernel_size=4"], "--model.kernel_size=4 is even"),
-    (["--config", "configs/fcn.yaml", "--model.width=-5"], "--model.width=-5"),
+    (
+        ["--config", "configs/cnn.yaml", "--model.channels=-2"],
+        "--model.channels=-2 is not valid; it must be > 0",
+    ),
+    (
+        ["--config", "configs/fcn.yaml", "--model.width=-5"],
+        "--model.width=-5 is not valid; it must be > 0",
+    ),
+    (["--config", "configs/fcn.yaml", "--model.activation=tanh"], "choose one of relu, linear"),
+    (
+        ["--config", "configs/cnn.yaml", "--model.init=he"],
+        "--model.init=he is not valid; choose one of default, xavier_uniform",
+    ),
+    (
+        ["--config", "configs/cnn.yaml", "--model.optimizer=rmsprop"],
+        "choose one of adam, amsgrad, sgd",
+    ),
+    (
+        ["--config", "configs/cnn.yaml", "--model.lr=0.0"],
+        "--model.lr=0.0 is not valid; it must be > 0",
+    ),
+    (
+        ["--config", "configs/cnn.yaml", "--model.lr=inf"],
+        "--model.lr=inf is not valid; it must be > 0 and < inf",
+    ),
+    (["--config", "configs/cnn.yaml", "--model.lr=abc"], "--model.lr=abc is not valid"),
+    (
+        ["--config", "configs/cnn.yaml", "--model.warmup_steps=-5"],
+        "--model.warmup_steps=-5 is not valid; it must be >= 0",
+    ),
+    (
+        ["--config", "configs/cnn.yaml", "--model.momentum=1"],
+        "--model.momentum=1 is not valid; it must be >= 0 and < 1",
+    ),
+    (
+        ["--config", "configs/cnn.yaml", "--model.verdict_threshold=0"],
+        "--model.verdict_threshold=0 is not valid; it must be > 0",
+    ),
+    (
+        ["--config", "configs/cnn.yaml", "--model.check_every=0"],
+        "--model.check_every=0 is not valid; it must be > 0",
+    ),
+    (
+        ["--config", "configs/cnn.yaml", "--model.bias=maybe"],
+        "--model.bias=maybe is not valid; expected bool",
+    ),
     (["--config", "configs/cnn.yaml", "--model.foo=1"], "--model.foo is not an option of CNN"),
     (["--config", "configs/cnn.yaml", "--trainer.max_stepz=1"], "--trainer.max_stepz"),
-    (["--config", "configs/cnn.yaml", "--data.train_dataset=svhn"], "'svhn'"),
-    (["--config", "configs/cnn.yaml", "--data.test_sets=[mnist,bogus]"], "'bogus'"),
+    (
+        ["--config", "configs/cnn.yaml", "--seed_everything=abc"],
+        "--seed_everything=abc is not valid",
+    ),
+    (
+        ["--config", "configs/cnn.yaml", "--data.train_dataset=svhn"],
+        "--data.train_dataset=svhn is not valid; choose one of mnist, fashion, cifar10",
+    ),
+    (["--config", "configs/cnn.yaml", "--data.train_split=val"], "choose one of train, test"),
+    (
+        ["--config", "configs/cnn.yaml", "--data.test_sets=[mnist,bogus]"],
+        "--data.test_sets=bogus is not valid; choose one of mnist, fashion",
+    ),
+    (
+        ["--config", "configs/cnn.yaml", "--data.num_train=0"],
+        "--data.num_train=0 is not valid; it must be > 0",
+    ),
+    (
+        ["--config", "configs/cnn.yaml", "--data.num_train_mode=all"],
+        "choose one of first, per_class",
+    ),
+    (
+        ["--config", "configs/cnn.yaml", "--data.test_size=0"],
+        "--data.test_size=0 is not valid; it must be > 0",
+    ),
+    (
+        ["--config", "configs/cnn.yaml", "--data.test_sizes={nope: 3}"],
+        "'nope', which is not among the test sets",
+    ),
+    (["--config", "configs/cnn.yaml", "--data.test_sizes={mnist: 0}"], "it must be > 0"),
+    (
+        ["--config", "configs/cnn.yaml", "--data.train_index=-1"],
+        "--data.train_index=-1 is not valid; it must be >= 0",
+    ),
+    (
+        ["--config", "configs/cnn.yaml", "--data.batch_size=0"],
+        "--data.batch_size=0 is not valid; it must be > 0",
+    ),
     (["--config", "configs/cnn.yaml", "--data.image_folder=/no/such/dir"], "/no/such/dir"),
 ]
 

@@ -11,7 +11,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from identity_crisis.cli import flatten_config, main
+from identity_crisis.cli import main
 from identity_crisis.report import (
     GRID_PAD,
     GRID_SCALE,
@@ -23,6 +23,7 @@ from identity_crisis.report import (
     load_local,
     swept_keys,
 )
+from identity_crisis.run_folder import flatten_config
 
 SETS = ("mnist", "fashion", "mnist_pairs", "patterns", "gaussian_noise")
 PROBES = 14

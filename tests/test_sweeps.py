@@ -12,9 +12,8 @@ import pytest
 import yaml
 
 from identity_crisis.cli import IdentityCrisisCLI, wandb_args
+from identity_crisis.run_folder import CELL_DONE, CELL_FAILED
 from identity_crisis.sweep import (
-    DONE,
-    FAILED,
     OfflineRunner,
     SweepError,
     default_sigint,
@@ -180,18 +179,18 @@ def test_offline_runner_runs_records_failures_and_resumes(tmp_path, data_root):
     assert first.returncode == 1, first.stdout + first.stderr
     assert "1 done, 0 skipped (done before), 1 failed" in first.stdout
     assert "wandb sync" in first.stdout
-    (done,) = [f for f in (out / "tiny").iterdir() if (f / DONE).exists()]
-    assert json.loads((done / DONE).read_text())["params"]["model.lr"] == 0.01
+    (done,) = [f for f in (out / "tiny").iterdir() if (f / CELL_DONE).exists()]
+    assert json.loads((done / CELL_DONE).read_text())["params"]["model.lr"] == 0.01
     metrics = json.loads((done / "run" / "metrics.json").read_text())
     assert metrics["status"] == "ok"
     assert (done / "run" / "wandb").is_dir() and "--run.group=tiny" in (
         done / "log.txt"
     ).read_text()
-    (failed,) = [f for f in (out / "tiny").iterdir() if (f / FAILED).exists()]
-    record = json.loads((failed / FAILED).read_text())
+    (failed,) = [f for f in (out / "tiny").iterdir() if (f / CELL_FAILED).exists()]
+    record = json.loads((failed / CELL_FAILED).read_text())
     assert record["params"]["model.lr"] == 1.0e4 and record["returncode"] == 1
     assert "diverged" in Path(record["log"]).read_text()
-    assert not (failed / DONE).exists()
+    assert not (failed / CELL_DONE).exists()
 
     second = run_sweep(path, out, "--workers", "2", f"--data.root={data_root}")
     assert "0 done, 1 skipped (done before), 1 failed" in second.stdout
@@ -231,8 +230,8 @@ def test_ctrl_c_stops_the_cells_and_records_nothing_as_done(tmp_path, data_root)
     assert runner.returncode == 1
     assert "0 done" in output and "2 interrupted" in output
     for cell in (out / "tiny").glob("*"):
-        assert not (cell / DONE).exists()
-        assert "interrupted" in json.loads((cell / FAILED).read_text())["reason"]
+        assert not (cell / CELL_DONE).exists()
+        assert "interrupted" in json.loads((cell / CELL_FAILED).read_text())["reason"]
 
 
 def test_a_sweep_naming_a_missing_config_is_refused_before_starting(tmp_path):

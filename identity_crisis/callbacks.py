@@ -1,8 +1,9 @@
 """Callbacks that turn a tested net into files a researcher reads: the probe panel, the
-hidden-layer maps (paper figure 4), the per-probe scores and `metrics.json`.
+hidden-layer maps (paper figure 4), the per-probe scores and `metrics.json`, and the record of a
+run that failed.
 
-Everything lands in the run folder, `trainer.default_root_dir`, and goes to W&B as well when a
-WandbLogger is attached.
+Everything lands in the run folder, `trainer.default_root_dir` (see `run_folder`), and goes to
+W&B as well when a WandbLogger is attached.
 """
 
 from __future__ import annotations
@@ -15,16 +16,11 @@ from pytorch_lightning import Callback, LightningModule, Trainer
 from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
 
-from datamodules.single_example import PROBE_NAMES
+from identity_crisis import run_folder
 from identity_crisis.images import hidden_layer_grid, image_grid, save_png
-from identity_crisis.jsonio import write_json
+from identity_crisis.tracking import finish_wandb
+from lightning_modules.errors import TrainingFailed
 from lightning_modules.metrics import VERDICTS, per_image_scores
-
-PROBE_PANEL = "probe_panel.png"
-HIDDEN_TRAINED = "hidden_trained.png"
-HIDDEN_INIT = "hidden_init.png"
-PROBE_PREDICTIONS = "probe_predictions.npz"
-METRICS_FILE = "metrics.json"
 
 
 def wandb_loggers(trainer: Trainer) -> list[WandbLogger]:
@@ -32,7 +28,7 @@ def wandb_loggers(trainer: Trainer) -> list[WandbLogger]:
 
 
 class ProbePanels(Callback):
-    """After testing, run the probe inputs (PROBE_NAMES) through the net and write:
+    """After testing, run the data module's probe inputs through the net and write:
 
     - `probe_panel.png`: inputs over outputs, the training image first behind a red divider;
     - `hidden_trained.png`, `hidden_init.png` (families with image-shaped layers): one channel-mean
@@ -59,6 +55,7 @@ class ProbePanels(Callback):
     @torch.no_grad()
     def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         run_dir = Path(trainer.default_root_dir)
+        names = list(trainer.datamodule.probe_names)
         probes = trainer.datamodule.probe_inputs().to(pl_module.device, pl_module.dtype)
         outputs = pl_module(probes)
         threshold = pl_module.hparams.verdict_threshold
@@ -66,32 +63,28 @@ class ProbePanels(Callback):
         scores = {k: v.cpu().numpy() for k, v in scores.items()}
         inputs, outputs = probes.float().cpu(), outputs.float().cpu()
         panels = {
-            PROBE_PANEL: image_grid(
+            run_folder.PROBE_PANEL: image_grid(
                 [inputs, outputs.clamp(0, 1)], row_labels=["input", "output"], divider_after=0
             )
         }
         trained = self._maps(pl_module, probes) if self.hidden_maps else None
         if trained is not None:
-            panels[HIDDEN_TRAINED] = hidden_layer_grid(inputs, trained)
+            panels[run_folder.HIDDEN_TRAINED] = hidden_layer_grid(inputs, trained)
             if self.initial_state is not None:
                 initial = self._initial_maps(pl_module, probes)
-                panels[HIDDEN_INIT] = hidden_layer_grid(inputs, initial)
+                panels[run_folder.HIDDEN_INIT] = hidden_layer_grid(inputs, initial)
         for filename, panel in panels.items():
             save_png(panel, run_dir / filename)
-        np.savez_compressed(
-            run_dir / PROBE_PREDICTIONS,
-            names=np.array(PROBE_NAMES),
-            inputs=inputs.numpy(),
-            outputs=outputs.numpy(),
-            **scores,
+        predictions = run_folder.write_predictions(
+            run_dir, names, inputs.numpy(), outputs.numpy(), scores
         )
         for logger in wandb_loggers(trainer):
             for filename, panel in panels.items():
                 logger.log_image(f"panels/{Path(filename).stem}", [panel])
-            logger.log_table("probe/scores", *self._table(scores))
+            logger.log_table("probe/scores", *self._table(names, scores))
             # The raw probe predictions travel with the run, so `identity-crisis report` can draw
             # prediction grids from a W&B sweep as it does from local run folders.
-            logger.experiment.save(str(run_dir / PROBE_PREDICTIONS), base_path=str(run_dir))
+            logger.experiment.save(str(predictions), base_path=str(run_dir))
 
     def _initial_maps(self, pl_module: LightningModule, probes: torch.Tensor) -> list[torch.Tensor]:
         # Swap the initial weights in and back rather than deep-copying a module that holds the
@@ -104,12 +97,12 @@ class ProbePanels(Callback):
             pl_module.load_state_dict(trained)
 
     @staticmethod
-    def _table(scores: dict[str, np.ndarray]) -> tuple[list[str], list[list]]:
+    def _table(names: list[str], scores: dict[str, np.ndarray]) -> tuple[list[str], list[list]]:
         """One row per probe, in panel order (the images themselves are in the panel)."""
         numbers = ["identity_corr", "constant_corr", "mse_identity", "mse_constant"]
         rows = [
             [name, *(float(scores[k][i]) for k in numbers), VERDICTS[int(scores["verdict"][i])]]
-            for i, name in enumerate(PROBE_NAMES)
+            for i, name in enumerate(names)
         ]
         return ["probe", *numbers, "verdict"], rows
 
@@ -137,4 +130,24 @@ class RunSummary(Callback):
             **self.extra,
             "metrics": dict(sorted(metrics.items())),
         }
-        write_json(Path(trainer.default_root_dir) / METRICS_FILE, summary)
+        run_folder.write_metrics(trainer.default_root_dir, summary)
+
+
+class FailureRecord(Callback):
+    """A run that did not finish is recorded as failed, with the reason, never as a result: in
+    `metrics.json` and in the W&B run's summary, whose run is then closed with exit code 1."""
+
+    @rank_zero_only
+    def on_exception(self, trainer: Trainer, pl_module: LightningModule, error: BaseException):
+        if isinstance(error, TrainingFailed):
+            status = run_folder.FAILED
+        elif isinstance(error, KeyboardInterrupt | SystemExit):
+            status = run_folder.INTERRUPTED
+        else:
+            status = run_folder.CRASHED
+        reason = f"{type(error).__name__}: {error}"
+        run_folder.write_failure(trainer.default_root_dir, status, reason)
+        for logger in wandb_loggers(trainer):
+            logger.experiment.summary.update({"status": status, "error": reason})
+            finish_wandb(logger, exit_code=1)
+        print(f"run folder: {trainer.default_root_dir}", flush=True)

@@ -1,0 +1,236 @@
+"""`identity-crisis report`: the paper's figures and a summary table from many runs.
+
+    identity-crisis report runs/sweeps/fig3_cnn_depth                     # an offline sweep
+    identity-crisis report runs/sweeps/fig3_cnn_depth --seed 1 --hidden 7,14,20 --out runs/fig3
+    identity-crisis report runs/sweeps/fig2_fcn --key model.depth --key model.activation
+    identity-crisis report --wandb-sweep ENTITY/PROJECT/SWEEP_ID          # a W&B sweep
+
+It collects every run folder (a folder with `metrics.json`) under each PATH and every sweep cell
+of the offline runner that has no result, or the runs of a W&B sweep, groups the runs into
+configurations (runs that share every config value but the seed), and writes into --out
+(default runs/report):
+
+- `prediction_grid.png`: paper figures 2/3, one row per configuration, for one seed;
+- `hidden_<label>.png`: paper figure 4, the hidden maps at initialization beside the trained ones;
+- `curves_<key>`, `verdicts_<key>`, `curves_params` (.png and .svg) and, with two swept keys,
+  `heatmap_<key1>_<key2>_<score>`: the scores against the swept key(s) and the parameter count;
+- `summary.md`: one table row per configuration, then every problem (failed, crashed, unfitted
+  runs, broken sweep cells, missing seeds), which are NAMED there and left out of the means;
+- `report.json`: the numbers behind the table and the plots.
+
+The swept keys are the config keys whose values differ between runs (bookkeeping such as the
+seed, `run.*` and `data.root` aside), unless `--key` names them; then another varying key joins
+the rows only where it would merge different runs, and a key with one value per row is named in a
+note. With `--wandb-sweep`, the figures also go to a new W&B run (job_type "report", grouped
+under the sweep id).
+
+Exit codes: 0 written (problems are listed, not fatal); 2 a bad argument or nothing to report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from identity_crisis import run_folder
+from identity_crisis.errors import ConfigError, int_list
+from identity_crisis.jsonio import write_json
+from identity_crisis.report.grouping import (
+    Configuration,
+    configuration_numbers,
+    find_problems,
+    follow_note,
+    group_configurations,
+    problem_line,
+    sort_value,
+    swept_keys,
+)
+from identity_crisis.report.loading import (
+    RunRecord,
+    load_local,
+    load_wandb_sweep,
+    log_report_to_wandb,
+    wandb_api,
+)
+from identity_crisis.report.panels import (
+    GRID_PAD,
+    GRID_SCALE,
+    HIDDEN_GAP,
+    HIDDEN_STRIP,
+    hidden_choice,
+    hidden_figures,
+    prediction_grid,
+)
+from identity_crisis.report.plots import plot_figures
+from identity_crisis.report.summary import summary_markdown, table_rows
+from identity_crisis.tracking import load_env_file, resolve_wandb_mode
+
+# The names other code and the tests import from `identity_crisis.report`.
+__all__ = [
+    "GRID_PAD",
+    "GRID_SCALE",
+    "HIDDEN_GAP",
+    "HIDDEN_STRIP",
+    "Configuration",
+    "RunRecord",
+    "build_report",
+    "follow_note",
+    "group_configurations",
+    "load_local",
+    "main",
+    "parse_args",
+    "swept_keys",
+]
+
+# Beside the runs it reads (run folders and sweeps go under runs/, which git ignores).
+DEFAULT_OUT = "runs/report"
+
+
+# --- the one path from records to outputs -------------------------------------------------------
+def build_report(
+    records: list[RunRecord],
+    out: Path,
+    sources: list[str],
+    keys: list[str] | None = None,
+    seed=None,
+    hidden: list[int] | None = None,
+    include_unfitted: bool = False,
+) -> dict:
+    """Write every output for these records into `out`; return report.json's content."""
+    keys, also, follow = swept_keys(records, keys or [])
+    seeds = sorted({r.seed for r in records if r.seed is not None}, key=sort_value)
+    if seed is None:
+        seed = seeds[0] if seeds else None
+    elif seed not in seeds:
+        raise ConfigError(
+            f"--seed {seed} is not a seed of these runs; seeds present: "
+            f"{', '.join(map(str, seeds)) or 'none'}"
+        )
+    configs = group_configurations(records, keys)
+    numbers = [configuration_numbers(c, keys, include_unfitted) for c in configs]
+    # Checked before anything is written, so a bad --hidden leaves no half report.
+    chosen = hidden_choice(configs, hidden)
+    out.mkdir(parents=True, exist_ok=True)
+    remove_previous_outputs(out)
+    notes = [f"also varying, so kept apart: {', '.join(also)}"] if also else []
+    notes += [follow_note(key, configs) for key in follow]
+    hidden_files, hidden_notes = hidden_figures(chosen, seed, out)
+    grid, grid_info = prediction_grid(configs, seed, out)
+    if grid is None:
+        notes.append(
+            f"no prediction grid: no run of seed {seed} has {run_folder.PROBE_PREDICTIONS}"
+        )
+    notes += hidden_notes
+    files = ([grid] if grid else []) + hidden_files + plot_figures(numbers, keys, out)
+    report = {
+        "sources": sources,
+        "keys": keys,
+        "seed": seed,
+        "seeds": seeds,
+        "include_unfitted": include_unfitted,
+        "configurations": numbers,
+        "problems": find_problems(configs, include_unfitted),
+        "grid": grid_info,
+        "notes": notes,
+        "files": [p.name for p in files],
+    }
+    columns, rows = table_rows(numbers, keys)
+    (out / "summary.md").write_text(summary_markdown(report, columns, rows))
+    report["table"] = {"columns": columns, "data": rows}
+    write_json(out / "report.json", report)
+    return report
+
+
+def remove_previous_outputs(out: Path) -> None:
+    """A report written again into the same folder must not leave the last one's figures (say
+    a hidden map of a depth no longer asked for) beside the new ones; only the files the last
+    report.json lists are removed, never anything else of the user's."""
+    try:
+        previous = json.loads((out / "report.json").read_text()).get("files", [])
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return
+    for name in previous:
+        if isinstance(name, str) and name == Path(name).name:
+            (out / name).unlink(missing_ok=True)
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="identity-crisis report",
+        description="Figures and a summary table from run folders, offline sweeps or a W&B sweep.",
+        # The module docstring's examples, as written.
+        epilog="examples:\n" + __doc__.split("\n\n")[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("paths", nargs="*", metavar="PATH", help="folders holding run folders")
+    parser.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
+    parser.add_argument(
+        "--key",
+        action="append",
+        default=[],
+        help="a swept key to order and plot by (repeat, or comma-separate; default: every key "
+        "that differs between runs)",
+    )
+    parser.add_argument("--seed", type=int, default=None, help="seed of the prediction grid")
+    parser.add_argument(
+        "--hidden", type=int_list, default=None, help="model.depth values of the hidden-map figures"
+    )
+    parser.add_argument(
+        "--wandb-sweep",
+        default=None,
+        metavar="ENTITY/PROJECT/ID",
+        help="read a W&B sweep's runs and log the figures to a new W&B run",
+    )
+    parser.add_argument(
+        "--include-unfitted",
+        action="store_true",
+        help="count runs that did not fit in the means (still listed as problems)",
+    )
+    args = parser.parse_args(argv)
+    if not args.paths and not args.wandb_sweep:
+        parser.error("give at least one PATH or --wandb-sweep ENTITY/PROJECT/ID")
+    args.key = [k.strip() for arg in args.key for k in arg.split(",") if k.strip()]
+    return args
+
+
+def main(argv: list[str] | None = None, api=None) -> None:
+    """`identity-crisis report PATH... [options]`; `api` replaces wandb.Api() (tests)."""
+    args = parse_args(sys.argv[1:] if argv is None else list(argv))
+    out = Path(args.out).resolve()
+    try:
+        records = load_local(args.paths, skip=out) if args.paths else []
+        sources = [str(Path(p).resolve()) for p in args.paths]
+        if args.wandb_sweep:
+            load_env_file()
+            records += load_wandb_sweep(args.wandb_sweep, api or wandb_api(), out / "wandb-files")
+            sources.append(f"wandb:{args.wandb_sweep}")
+        if not records:
+            raise ConfigError(
+                f"no runs found under {', '.join(sources)}: no {run_folder.METRICS} and no sweep "
+                "cells"
+            )
+        report = build_report(
+            records, out, sources, args.key, args.seed, args.hidden, args.include_unfitted
+        )
+    except ConfigError as error:
+        print(f"identity-crisis report: error: {error}", file=sys.stderr)
+        sys.exit(2)
+
+    configs = report["configurations"]
+    print(
+        f"{sum(c['runs'] for c in configs)} runs in {len(configs)} configuration(s); swept: "
+        f"{', '.join(report['keys']) or 'nothing'}; seeds {report['seeds']}; grid seed "
+        f"{report['seed']}"
+    )
+    for note in report["notes"]:
+        print(f"note: {note}")
+    print(f"problems ({len(report['problems'])}):" if report["problems"] else "problems: none")
+    for problem in report["problems"]:
+        print(f"  {problem_line(problem)}")
+    if args.wandb_sweep:
+        resolve_wandb_mode()
+        files = [out / name for name in report["files"]]
+        log_report_to_wandb(out, files, args.wandb_sweep, report["table"])
+    print(f"report: {out / 'summary.md'}")

@@ -1,0 +1,362 @@
+"""Runs in: `RunRecord`, one per run, read from local run folders and sweep cells (`load_local`)
+or from the runs of a W&B sweep (`load_wandb_sweep`); and the report's own W&B run out
+(`log_report_to_wandb`). The files themselves are named and read through `run_folder`."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import re
+import shlex
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import yaml
+from PIL import Image
+
+from identity_crisis import run_folder
+from identity_crisis.errors import ConfigError
+
+# LightningCLI's name for the seed: the one key that tells the runs of a configuration apart.
+SEED_KEY = "seed_everything"
+# The models' default fit threshold (lightning_modules.base.DEFAULT_FIT_THRESHOLD), for a run
+# whose config does not record one; it only words the "not fitted" problem.
+DEFAULT_FIT_THRESHOLD = 1e-3
+# test/all/<score>: a run's score averaged over its test sets; "all" is no test set's name.
+ALL_SETS = "all"
+# The two scores the question is about: how much the output looks like its input (the identity)
+# and like the one training image (the constant function). Curves, heatmaps and table show these.
+CORRS = ("identity_corr", "constant_corr")
+# The per-image verdicts (lightning_modules.metrics.VERDICTS): every test image gets exactly one,
+# so the three fractions of a test set add up to 1.
+VERDICT_FRACS = ("frac_identity", "frac_constant", "frac_neither")
+# The run-folder file of each kind of hidden map, as RunRecord.hidden(kind) asks for it.
+HIDDEN_FILES = {"init": run_folder.HIDDEN_INIT, "trained": run_folder.HIDDEN_TRAINED}
+# W&B's run states, for runs whose own summary has no `status` (only failures write one): a run
+# W&B calls finished ended normally (ok); one it killed was stopped by a signal, which a run
+# folder records as interrupted. Any other state (crashed, running, ...) is kept as the status.
+WANDB_STATES = {"finished": run_folder.OK, "killed": run_folder.INTERRUPTED}
+
+
+# --- the in-memory record: one per run, whether from a folder or from W&B ----------------------
+@dataclass
+class RunRecord:
+    """One run (or one sweep cell that produced none), wherever it came from.
+
+    `source` is what the problem list names: a run folder, a sweep cell folder or a W&B run path.
+    A record built from a sweep cell's parameters alone has `partial_config`: its keys are the
+    swept ones only, so it cannot tell which other keys are constant.
+    """
+
+    source: str
+    config: dict
+    status: str
+    error: str | None = None
+    fitted: bool | None = None
+    final_loss: float | None = None
+    params: int | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    log: str | None = None
+    partial_config: bool = False
+    predictions: Callable[[], dict | None] = field(default=lambda: None, repr=False)
+    hidden: Callable[[str], Image.Image | None] = field(default=lambda kind: None, repr=False)
+
+    @property
+    def seed(self):
+        return self.config.get(SEED_KEY)
+
+    @property
+    def fit_threshold(self) -> float:
+        return self.config.get("model.fit_threshold") or DEFAULT_FIT_THRESHOLD
+
+    def usable(self, include_unfitted: bool = False) -> bool:
+        """Counts in the means: finished with scores, and fitted (an unfitted run's scores are
+        not evidence of anything)."""
+        return (
+            self.status == run_folder.OK
+            and bool(self.metrics)
+            and (self.fitted is True or (include_unfitted and self.fitted is False))
+        )
+
+    def scores(self) -> dict[str, float]:
+        """The test scores plus test/all/<score>: the mean over the run's test sets."""
+        by_score: dict[str, list[float]] = {}
+        for key, value in self.metrics.items():
+            parts = key.split("/")
+            if len(parts) == 3 and parts[0] == "test" and parts[1] != ALL_SETS:
+                by_score.setdefault(parts[2], []).append(value)
+        averaged = {f"test/{ALL_SETS}/{k}": float(np.mean(v)) for k, v in by_score.items()}
+        return {**self.metrics, **averaged}
+
+
+def json_number(value) -> float | None:
+    """A JSON number; null (a non-finite float) and anything else non-numeric read as None."""
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def numeric_test_scores(source: dict) -> dict[str, float]:
+    """The numeric test/<set>/<score> entries of a metrics dict or a W&B summary, sorted."""
+    metrics = {}
+    for key, value in source.items():
+        number = json_number(value)
+        if isinstance(key, str) and key.startswith("test/") and number is not None:
+            metrics[key] = number
+    return dict(sorted(metrics.items()))
+
+
+def read_rgb_png(path: Path) -> Image.Image | None:
+    return Image.open(path).convert("RGB") if path.is_file() else None
+
+
+# --- local folders ------------------------------------------------------------------------------
+def cell_params(cell: Path) -> dict:
+    """The cell's swept values: from done.json / failed.json, else from the logged command."""
+    for name in (run_folder.CELL_DONE, run_folder.CELL_FAILED):
+        record = run_folder.read_cell_record(cell, name)
+        if record is None:
+            continue
+        if not record:  # unreadable: the logged command still says what the cell ran
+            break
+        return dict(record.get("params") or {})
+    params = {}
+    command = run_folder.read_cell_command(cell)
+    if command is not None:
+        try:
+            words = shlex.split(command)
+        except ValueError:
+            words = []
+        for word in words:
+            if word.startswith("--") and "=" in word and not word.startswith("--run."):
+                key, value = word[2:].split("=", 1)
+                params[key] = yaml.safe_load(value)
+    return params
+
+
+def run_folder_record(folder: Path) -> RunRecord:
+    """A run folder as a RunRecord; an unreadable metrics.json makes it a broken run."""
+    try:
+        summary = run_folder.read_metrics(folder)
+    except (json.JSONDecodeError, OSError) as error:
+        summary = {
+            "status": run_folder.BROKEN,
+            "error": f"unreadable {run_folder.METRICS}: {error}",
+        }
+    config = run_folder.read_config(folder)
+    partial = config is None
+    fitted = summary.get("fitted")
+    return RunRecord(
+        source=str(folder),
+        config=config or {},
+        status=str(summary.get("status", "unknown")),
+        error=summary.get("error"),
+        fitted=None if fitted is None else bool(fitted),
+        final_loss=json_number(summary.get("train/final_loss")),
+        params=summary.get("model/params"),
+        metrics=numeric_test_scores(summary.get("metrics") or {}),
+        partial_config=partial,
+        predictions=functools.partial(run_folder.read_predictions, folder),
+        hidden=lambda kind, folder=folder: read_rgb_png(folder / HIDDEN_FILES[kind]),
+    )
+
+
+def join_cell(cell: Path, run: RunRecord | None) -> RunRecord:
+    """Join a sweep cell to its run folder, or record the cell itself as broken."""
+    params = cell_params(cell)
+    record = run_folder.read_cell_record(cell, run_folder.CELL_FAILED)
+    failed = {"reason": f"unreadable {run_folder.CELL_FAILED}"} if record == {} else record or {}
+    log = str(cell / run_folder.CELL_LOG) if (cell / run_folder.CELL_LOG).is_file() else None
+    if run is not None:
+        run.log = log
+        if run.partial_config:
+            run.config = {**params, **run.config}
+        if failed and run.status == run_folder.OK:
+            # The runner did not count it as done (e.g. the process died after writing scores).
+            run.status = run_folder.BROKEN
+            run.error = failed.get("reason", "the sweep cell failed")
+        return run
+    if failed:
+        reason = failed.get("reason", "the sweep cell failed")
+    elif run_folder.cell_done(cell):
+        reason = f"{run_folder.CELL_DONE} but no {run_folder.CELL_RUN}/{run_folder.METRICS}"
+    else:
+        reason = "no result yet: still running, or stopped before it finished"
+    return RunRecord(
+        source=str(cell),
+        config=params,
+        status=run_folder.BROKEN,
+        error=reason,
+        log=log,
+        partial_config=True,
+    )
+
+
+def load_local(paths: list[str], skip: Path | None = None) -> list[RunRecord]:
+    """Every run folder and every sweep cell under the paths (each found once)."""
+    runs: dict[Path, RunRecord] = {}
+    cells: set[Path] = set()
+    for path in paths:
+        root = Path(path)
+        if not root.exists():
+            raise ConfigError(f"PATH {path!r} does not exist")
+        for dirpath, dirnames, filenames in os.walk(root):
+            folder = Path(dirpath).resolve()
+            # W&B's run copies, caches and an earlier report are not runs; skipping them also
+            # keeps a walk over runs/ quick.
+            dirnames[:] = sorted(
+                d
+                for d in dirnames
+                if not d.startswith(".")
+                and d not in ("wandb", "__pycache__")
+                and (skip is None or (folder / d).resolve() != skip)
+            )
+            if run_folder.METRICS in filenames and folder not in runs:
+                runs[folder] = run_folder_record(folder)
+            if run_folder.is_cell(folder, filenames):
+                cells.add(folder)
+    records = dict(runs)
+    for cell in sorted(cells):
+        run_dir = (cell / run_folder.CELL_RUN).resolve()
+        records[run_dir] = join_cell(cell, runs.get(run_dir))
+    return [records[key] for key in sorted(records)]
+
+
+# --- W&B ----------------------------------------------------------------------------------------
+def wandb_api():
+    """The only place that talks to the W&B server (tests pass a fake API object instead)."""
+    import wandb
+
+    try:
+        return wandb.Api()
+    except Exception as error:  # no key, no network: one line, not a traceback
+        raise ConfigError(
+            f"cannot use the W&B API ({error}); set WANDB_API_KEY (or run wandb login)"
+        ) from None
+
+
+def parse_sweep_path(path: str) -> tuple[str, str, str]:
+    """ENTITY/PROJECT/ID; a sweep URL (.../ENTITY/PROJECT/sweeps/ID) works too."""
+    parts = [p for p in re.sub(r"^https?://[^/]+/", "", path).split("/") if p]
+    parts = [p for i, p in enumerate(parts) if not (p == "sweeps" and i == len(parts) - 2)]
+    if len(parts) != 3:
+        raise ConfigError(f"--wandb-sweep {path!r} is not valid; expected ENTITY/PROJECT/SWEEP_ID")
+    return parts[0], parts[1], parts[2]
+
+
+def wandb_summary(run) -> dict:
+    summary = getattr(run, "summary_metrics", None)
+    return dict(summary) if isinstance(summary, dict) else dict(run.summary)
+
+
+def wandb_config(run) -> dict:
+    """A W&B run's config under the dotted command-line names, W&B's own `_` keys left out."""
+    config = {}
+    for key, value in dict(run.config).items():
+        if str(key).startswith("_"):
+            continue
+        # Older API versions hand back {"value": ..., "desc": ...} per key.
+        if isinstance(value, dict) and "value" in value and set(value) <= {"value", "desc"}:
+            value = value["value"]
+        config[key] = value
+    return run_folder.flatten_config(config)
+
+
+class WandbRunFiles:
+    """A run's files, listed once and downloaded on first use into the report's cache."""
+
+    def __init__(self, run, cache: Path):
+        self.run, self.cache = run, cache
+        self._files = None
+
+    def _find(self, match: Callable[[str], bool]):
+        if self._files is None:
+            self._files = sorted(self.run.files(), key=lambda f: f.name)
+        found = [f for f in self._files if match(f.name)]
+        return found[-1] if found else None
+
+    def path(self, match: Callable[[str], bool]) -> Path | None:
+        file = self._find(match)
+        if file is None:
+            return None
+        self.cache.mkdir(parents=True, exist_ok=True)
+        file.download(root=str(self.cache), replace=True)
+        return self.cache / file.name
+
+    def predictions(self) -> dict | None:
+        path = self.path(lambda name: name == run_folder.PROBE_PREDICTIONS)
+        return None if path is None else run_folder.read_predictions(path)
+
+    def hidden(self, kind: str) -> Image.Image | None:
+        # ProbePanels logs the panels as images under panels/<stem of the run-folder file>.
+        prefix = f"media/images/panels/{Path(HIDDEN_FILES[kind]).stem}"
+        path = self.path(lambda name: name.startswith(prefix) and name.endswith(".png"))
+        return None if path is None else read_rgb_png(path)
+
+
+def wandb_record(run, where: str, cache: Path) -> RunRecord:
+    """One W&B run as a RunRecord: config from run.config, scores from run.summary, the probe
+    predictions and hidden panels from the run's files when needed."""
+    summary, config = wandb_summary(run), wandb_config(run)
+    state = str(getattr(run, "state", "finished"))
+    status = str(summary.get("status") or WANDB_STATES.get(state, state))
+    metrics = numeric_test_scores(summary)
+    error = summary.get("error")
+    if status == run_folder.OK and not metrics:
+        status, error = run_folder.BROKEN, f"W&B state {state} but no test scores in the summary"
+    elif status != run_folder.OK and not error:
+        error = f"W&B state {state}"
+    fitted = summary.get("train/fitted")
+    files = WandbRunFiles(run, cache / str(run.id))
+    return RunRecord(
+        source=f"{where}/{run.id} ({run.name})",
+        config=config,
+        status=status,
+        error=error,
+        fitted=None if fitted is None else bool(fitted),
+        final_loss=json_number(summary.get("train/final_loss")),
+        params=summary.get("model/params", config.get("model/params")),
+        metrics=metrics,
+        predictions=files.predictions,
+        hidden=files.hidden,
+    )
+
+
+def load_wandb_sweep(sweep_path: str, api, cache: Path) -> list[RunRecord]:
+    """The runs of a W&B sweep as RunRecords (see wandb_record)."""
+    entity, project, sweep_id = parse_sweep_path(sweep_path)
+    try:
+        runs = list(api.sweep(f"{entity}/{project}/{sweep_id}").runs)
+    except Exception as error:  # the API's errors vary by version; say which sweep failed
+        raise ConfigError(f"--wandb-sweep {sweep_path!r}: cannot read the sweep: {error}") from None
+    return [wandb_record(run, f"{entity}/{project}", cache) for run in runs]
+
+
+def log_report_to_wandb(out: Path, files: list[Path], sweep_path: str, table: dict) -> None:
+    """The report's figures and table as a new W&B run beside the sweep's runs."""
+    import wandb
+
+    entity, project, sweep_id = parse_sweep_path(sweep_path)
+    run = wandb.init(
+        entity=entity,
+        project=project,
+        group=sweep_id,
+        job_type="report",
+        name=f"report-{sweep_id}",
+        dir=str(out),
+        config={"sweep": f"{entity}/{project}/{sweep_id}"},
+        settings=wandb.Settings(quiet=True),
+    )
+    images = {f"report/{p.stem}": wandb.Image(str(p)) for p in files if p.suffix == ".png"}
+    run.log({**images, "report/summary": wandb.Table(**table)})
+    run_path = Path(run.dir).parent
+    offline = run.settings.mode == "offline" or run.offline
+    run.finish()
+    if offline:
+        print(f"W&B ran offline; upload the report run with: wandb sync {run_path}")

@@ -1,0 +1,173 @@
+"""The run-folder contract: the files a run folder and a sweep cell hold, the statuses a run can
+end in, and how each file is written and read. `fit`, the sweep runner, `report` and `theory`
+go through this module; nothing else names these files.
+
+A run folder (`fit`):
+
+    metrics.json            status, fit summary, every test/<set>/<score>   (write_metrics)
+    config.yaml             the resolved config, as LightningCLI saves it  (read_config)
+    probe_panel.png         the probe inputs over the net's outputs
+    hidden_trained.png      per-layer channel-mean maps of the trained net (CNN families)
+    hidden_init.png         the same at initialization
+    probe_predictions.npz   probe inputs, outputs and per-probe scores     (write_predictions)
+
+A sweep cell (the offline runner): `log.txt` (the command on its first line, then the run's
+output), the run folder `run/`, and `done.json` or `failed.json` once it ended.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from identity_crisis.jsonio import write_json
+
+METRICS = "metrics.json"
+CONFIG = "config.yaml"
+PROBE_PANEL = "probe_panel.png"
+HIDDEN_TRAINED = "hidden_trained.png"
+HIDDEN_INIT = "hidden_init.png"
+PROBE_PREDICTIONS = "probe_predictions.npz"
+
+CELL_DONE = "done.json"
+CELL_FAILED = "failed.json"
+CELL_LOG = "log.txt"
+CELL_RUN = "run"
+# A cell's log starts with the command it ran, behind this prompt: how a cell that never ended
+# (still running, or killed) is told from any other folder with a log.
+CELL_COMMAND_PROMPT = "$ "
+
+# Statuses in metrics.json. ok is the only one with scores; failed = the run diverged; crashed =
+# an error in the code; interrupted = a signal or Ctrl-C stopped it. broken is never written by a
+# run: `report` gives it to a folder whose files cannot be read or do not agree.
+OK, FAILED, CRASHED, INTERRUPTED, BROKEN = "ok", "failed", "crashed", "interrupted", "broken"
+
+
+def flatten_config(config: dict, prefix: str = "") -> dict:
+    """{'model': {'class_path': ..., 'init_args': {'depth': 3}}} -> {'model.depth': 3, ...}: the
+    names the command line and the sweep files use."""
+    flat = {}
+    for key, value in config.items():
+        if key == "init_args":
+            flat.update(flatten_config(value, prefix))
+            continue
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten_config(value, f"{name}."))
+        else:
+            flat[name] = list(value) if isinstance(value, tuple) else value
+    return flat
+
+
+# --- run folder ----------------------------------------------------------------------------------
+def write_metrics(run_dir: str | Path, summary: dict) -> Path:
+    return write_json(Path(run_dir) / METRICS, summary)
+
+
+def write_failure(run_dir: str | Path, status: str, reason: str) -> Path:
+    """A run that ended without a result: its status and why, and no scores."""
+    return write_metrics(run_dir, {"status": status, "error": reason})
+
+
+def read_metrics(run_dir: str | Path) -> dict:
+    """metrics.json as a dict; raises OSError or ValueError when it is missing or unreadable."""
+    return json.loads((Path(run_dir) / METRICS).read_text())
+
+
+def read_status(run_dir: str | Path) -> str | None:
+    """The status a run folder records; None when it has no readable metrics.json."""
+    try:
+        return read_metrics(run_dir).get("status")
+    except (OSError, ValueError):
+        return None
+
+
+def read_config(run_dir: str | Path) -> dict | None:
+    """The run's config under the dotted command-line names; None when there is no config.yaml."""
+    path = Path(run_dir) / CONFIG
+    if not path.is_file():
+        return None
+    return flatten_config(yaml.safe_load(path.read_text()) or {})
+
+
+def write_predictions(run_dir: str | Path, names, inputs, outputs, scores: dict) -> Path:
+    path = Path(run_dir) / PROBE_PREDICTIONS
+    np.savez_compressed(path, names=np.array(names), inputs=inputs, outputs=outputs, **scores)
+    return path
+
+
+def read_predictions(path: str | Path) -> dict | None:
+    """A probe_predictions.npz (a run folder or the file itself) as a dict of arrays."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / PROBE_PREDICTIONS
+    if not path.is_file():
+        return None
+    with np.load(path) as data:
+        return {key: data[key] for key in data.files}
+
+
+# --- sweep cell ----------------------------------------------------------------------------------
+def is_cell(folder: Path, filenames: list[str]) -> bool:
+    """Whether a folder is a sweep cell: it ended (done / failed), or it has the runner's log."""
+    if CELL_DONE in filenames or CELL_FAILED in filenames:
+        return True
+    if CELL_LOG in filenames:
+        with open(folder / CELL_LOG, errors="replace") as log:
+            return log.readline().startswith(CELL_COMMAND_PROMPT)
+    return False
+
+
+def cell_done(cell: Path) -> bool:
+    return (Path(cell) / CELL_DONE).is_file()
+
+
+def write_cell_done(cell: Path, params: dict, seconds: float) -> Path:
+    (Path(cell) / CELL_FAILED).unlink(missing_ok=True)
+    record = {"params": params, "seconds": round(seconds, 2), "run": CELL_RUN}
+    return write_json(Path(cell) / CELL_DONE, record)
+
+
+def write_cell_failed(cell: Path, params: dict, returncode: int | None, reason: str) -> Path:
+    record = {
+        "params": params,
+        "returncode": returncode,
+        "reason": reason,
+        "log": str(Path(cell) / CELL_LOG),
+    }
+    return write_json(Path(cell) / CELL_FAILED, record)
+
+
+def read_cell_record(cell: Path, name: str) -> dict | None:
+    """done.json or failed.json as a dict; None when absent, {} when unreadable."""
+    path = Path(cell) / name
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def open_cell_log(cell: Path, command: str):
+    """The cell's log, opened for the run's output, with the command on its first line."""
+    log = (Path(cell) / CELL_LOG).open("w")
+    log.write(f"{CELL_COMMAND_PROMPT}{command}\n")
+    log.flush()
+    return log
+
+
+def read_cell_command(cell: Path) -> str | None:
+    """The command a cell ran, from the first line of its log."""
+    path = Path(cell) / CELL_LOG
+    if not path.is_file():
+        return None
+    with open(path, errors="replace") as log:
+        first = log.readline()
+    return (
+        first.removeprefix(CELL_COMMAND_PROMPT) if first.startswith(CELL_COMMAND_PROMPT) else None
+    )

@@ -1,0 +1,100 @@
+"""The house rules: models and data stand alone (usable from a notebook with nothing of the
+app), and one run's results are the same before and after a refactor."""
+
+from __future__ import annotations
+
+import ast
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from pytorch_lightning import Trainer
+from torch.utils.data import DataLoader, TensorDataset
+
+from datamodules import SingleExampleDataModule
+from identity_crisis.cli import main
+from lightning_modules import CNN
+
+REPO = Path(__file__).resolve().parent.parent
+GOLDEN = Path(__file__).resolve().parent / "golden"
+# What each standalone package must not import: the app, and each other.
+FORBIDDEN = {
+    "lightning_modules": ("identity_crisis", "datamodules"),
+    "datamodules": ("identity_crisis", "lightning_modules"),
+}
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Every module a file imports, absolute names (relative imports count as the package's)."""
+    tree = ast.parse(path.read_text())
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            names.add(path.parent.name if node.level else node.module or "")
+    return names
+
+
+def forbidden_imports(package: Path, forbidden: tuple[str, ...]) -> list[str]:
+    found = []
+    for path in sorted(package.rglob("*.py")):
+        for name in imported_modules(path):
+            if name.split(".")[0] in forbidden:
+                found.append(f"{path.relative_to(package.parent)} imports {name}")
+    return found
+
+
+@pytest.mark.parametrize("package", sorted(FORBIDDEN))
+def test_models_and_data_import_neither_the_app_nor_each_other(package):
+    assert forbidden_imports(REPO / package, FORBIDDEN[package]) == []
+
+
+@pytest.mark.parametrize("package", sorted(FORBIDDEN))
+def test_the_layer_check_fails_when_a_crossing_import_is_added(package, tmp_path):
+    copy = tmp_path / package
+    shutil.copytree(REPO / package, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    for forbidden in FORBIDDEN[package]:
+        (copy / "crossing.py").write_text(f"from {forbidden}.x import y\n")
+        assert forbidden_imports(copy, FORBIDDEN[package]) == [
+            f"{package}/crossing.py imports {forbidden}.x"
+        ]
+
+
+def test_a_notebook_trains_and_tests_with_models_and_data_alone(data_root):
+    torch.manual_seed(0)
+    model = CNN(depth=1, channels=1, lr=3e-2, optimizer="adam")
+    data = SingleExampleDataModule(root=str(data_root), download=False, test_sets=["mnist"])
+    trainer = Trainer(max_steps=300, logger=False, enable_checkpointing=False, min_epochs=0)
+    trainer.fit(model, data)
+    # Any loader of (inputs,) batches: scores under set<i> when the model has no names for them.
+    digits = data.test_inputs["mnist"] if data.test_inputs else None
+    if digits is None:
+        data.setup("test")
+        digits = data.test_inputs["mnist"]
+    loaders = [DataLoader(TensorDataset(digits[:16]), batch_size=8)]
+    (scores,) = trainer.test(model, dataloaders=loaders, verbose=False)
+    assert scores["test/set0/identity_corr"] > 0.99  # a 1-layer CNN learns the identity
+
+
+# The runs recorded in tests/golden before the house was rebuilt (issue 10): same seed, same
+# metrics.json, byte for byte.
+GOLDEN_RUNS = {
+    "cnn": ["configs/cnn.yaml", "--model.depth=2", "--model.channels=8", "--trainer.min_steps=0"],
+    "fcn": ["configs/fcn.yaml", "--model.depth=2", "--model.width=32"],
+}
+
+
+@pytest.mark.parametrize("family", sorted(GOLDEN_RUNS))
+def test_metrics_are_byte_identical_to_those_recorded_before_the_refactor(
+    family, data_root, tmp_path, capsys
+):
+    config, *args = GOLDEN_RUNS[family]
+    run_dir = tmp_path / family
+    main(
+        ["fit", "--config", config, *args, "--trainer.max_steps=60", "--data.test_size=8"]
+        + [f"--data.root={data_root}", f"--run.dir={run_dir}"]
+    )
+    golden = GOLDEN / f"metrics_{family}_depth2.json"
+    assert (run_dir / "metrics.json").read_bytes() == golden.read_bytes()
