@@ -60,7 +60,8 @@ class IdentityCrisisCLI(LightningCLI):
     """LightningCLI for the identity task: one model family (`model.class_path`), the single
     example data module, the run options (`run.*`) and a W&B logger named from the config."""
 
-    def __init__(self, args: list[str] | None = None, run: bool = True):
+    def __init__(self, args: list[str] | None = None, run: bool = True, parse_only: bool = False):
+        self.parse_only = parse_only
         self.run_dir: Path | None = None
         self.run_name = self.run_group = None
         super().__init__(
@@ -79,6 +80,10 @@ class IdentityCrisisCLI(LightningCLI):
             args=args,
             run=run,
         )
+
+    def before_instantiate_classes(self) -> None:
+        if self.parse_only:
+            raise _Parsed
 
     @staticmethod
     def subcommands() -> dict[str, set[str]]:
@@ -189,7 +194,24 @@ class IdentityCrisisCLI(LightningCLI):
         return "\n".join(lines)
 
 
-def user_error(error: BaseException) -> str | None:
+class _Parsed(Exception):
+    """Raised once a parse-only command line is parsed: nothing is built."""
+
+
+def check_fit_args(argv: list[str]) -> str | None:
+    """Parse `fit`'s arguments as `identity-crisis fit` would, building nothing (no model, no
+    data, no run folder): the one-line error of a bad command line, or None when it parses.
+    The sweep runner checks every cell with it before the first one starts."""
+    try:
+        IdentityCrisisCLI(args=list(argv), run=False, parse_only=True)
+    except _Parsed:
+        return None
+    except (*USER_ERRORS, ArgumentError, ValueError) as error:
+        return user_error(error, argv) or " ".join(str(error).split())
+    return None
+
+
+def user_error(error: BaseException, argv: list[str] = ()) -> str | None:
     """The one-line message of a user error (a bad value or option), None for anything else.
 
     Checks in code raise one of USER_ERRORS, which jsonargparse may wrap while instantiating; its
@@ -207,7 +229,7 @@ def user_error(error: BaseException) -> str | None:
     unknown = re.search(r"class_path '([\w.]+)':\s+Option '(\w+)' is not accepted", text)
     if unknown:
         return _unknown_model_option(*unknown.groups())
-    return _type_error(text) or (
+    return _type_error(text, argv) or (
         text.splitlines()[0] if "Given value" in text else " ".join(text.split())
     )
 
@@ -231,7 +253,7 @@ NOT_OF_TYPE = re.compile(r"Not of type (\w+): (.+)")
 EXPECTED = re.compile(r"Expected a <class '(\w+)'>")
 
 
-def _type_error(text: str) -> str | None:
+def _type_error(text: str, argv: list[str] = ()) -> str | None:
     """'--model.depth=0 is not valid; it must be > 0' from a typed argument's parse error."""
     keys = PARSER_KEY.findall(text)
     if not keys:
@@ -239,6 +261,8 @@ def _type_error(text: str) -> str | None:
     option = keys[-1] if "." in keys[-1] or len(keys) == 1 else f"{keys[0]}.{keys[-1]}"
     given = GIVEN.search(text)
     given = given.group(1).strip() if given else ""
+    if not given:  # some messages leave the value out; the command line has it
+        given = next((a.split("=", 1)[1] for a in argv if a.startswith(f"--{option}=")), "")
     if restriction := RESTRICTION.search(text):
         value, rule = restriction.groups()
         value = value or given
@@ -275,7 +299,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         IdentityCrisisCLI(args=argv)
     except (*USER_ERRORS, ArgumentError, ValueError) as error:
-        message = user_error(error)
+        message = user_error(error, argv)
         if message is None:
             raise
         print(f"identity-crisis: error: {message}", file=sys.stderr)
