@@ -27,6 +27,17 @@ def wandb_loggers(trainer: Trainer) -> list[WandbLogger]:
     return [lg for lg in trainer.loggers if isinstance(lg, WandbLogger)]
 
 
+def layer_notes(layer_results: dict) -> list[str]:
+    """Under each trained layer's label: the share of its units alive and of its variance that
+    depends on the input, over every test input; 'dead' where no unit is ever positive."""
+    notes = []
+    for live, carried in zip(
+        layer_results.get("live_share", []), layer_results.get("input_share", []), strict=True
+    ):
+        notes.append("dead" if live == 0 else f"{live:.0%} live, {carried:.0%} input")
+    return notes
+
+
 class ProbePanels(Callback):
     """After testing, run the data module's probe inputs through the net and write:
 
@@ -69,7 +80,10 @@ class ProbePanels(Callback):
         }
         trained = self._maps(pl_module, probes) if self.hidden_maps else None
         if trained is not None:
-            panels[run_folder.HIDDEN_TRAINED] = hidden_layer_grid(inputs, trained)
+            notes = layer_notes(pl_module.layer_results)
+            panels[run_folder.HIDDEN_TRAINED] = hidden_layer_grid(
+                inputs, trained, layer_notes=notes
+            )
             if self.initial_state is not None:
                 initial = self._initial_maps(pl_module, probes)
                 panels[run_folder.HIDDEN_INIT] = hidden_layer_grid(inputs, initial)
@@ -130,6 +144,8 @@ class RunSummary(Callback):
             **self.extra,
             "metrics": dict(sorted(metrics.items())),
         }
+        if pl_module.layer_results:
+            summary["layers"] = pl_module.layer_results
         run_folder.write_metrics(trainer.default_root_dir, summary)
 
 

@@ -191,7 +191,26 @@ class IdentityCrisisCLI(LightningCLI):
                 f"{name:<16}{s['identity_corr']:>10.3f}{s['constant_corr']:>10.3f}   "
                 f"{s['frac_identity']:.2f}/{s['frac_constant']:.2f}/{s['frac_neither']:.2f}"
             )
-        return "\n".join(lines)
+        return "\n".join(lines + layers_line(model.layer_results))
+
+
+def layers_line(layer_results: dict) -> list[str]:
+    """How far the input gets through the trained net, in words (empty without hidden layers)."""
+    live, carried = layer_results.get("live_share"), layer_results.get("input_share")
+    if not live:
+        return []
+    blind = layer_results.get("first_blind_layer")
+    if blind is None:
+        lowest = min(range(len(carried)), key=carried.__getitem__)
+        return [
+            f"hidden layers: every one carries the input (least: layer {lowest + 1}, "
+            f"{carried[lowest]:.0%} of its variance input-dependent)"
+        ]
+    if live[blind - 1] == 0:
+        why = "dead: no unit is positive for any test input"
+    else:
+        why = f"blind to the input: {carried[blind - 1]:.2%} of its variance depends on it"
+    return [f"hidden layer {blind} is {why}; nothing after it can depend on the input"]
 
 
 class _Parsed(Exception):

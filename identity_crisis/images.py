@@ -196,13 +196,15 @@ def hidden_layer_grid(
     *,
     scale: int = 3,
     pad: int = 2,
+    layer_notes: Sequence[str] | None = None,
 ) -> np.ndarray:
     """The paper's figure 4 as one (H, W, 3) uint8 array.
 
     One column per input image. The top row holds `inputs` ((N, C, H, W) in [0, 1]) in grey;
     then one row per entry of layer_maps (each (N, H, W), e.g. a layer's channel mean), coloured
     with colormap_maps. The last entry is the network output and is drawn in grey, clipped to
-    [0, 1], instead. Rows are labelled 'input', 'layer 1', ..., 'output'.
+    [0, 1], instead. Rows are labelled 'input', 'layer 1', ..., 'output'; `layer_notes[i]`, if
+    given, follows the label of layer i + 1 (e.g. its live and input-dependent shares).
     """
     if len(layer_maps) == 0:
         raise ValueError("layer_maps must hold at least the output, got 0 entries")
@@ -213,7 +215,12 @@ def hidden_layer_grid(
     rows = [inputs]
     rows += [colormap_maps(m) for m in layer_maps[:-1]]
     rows.append(layer_maps[-1].unsqueeze(1))
-    labels = ["input"] + [f"layer {i}" for i in range(1, len(layer_maps))] + ["output"]
+    notes = list(layer_notes or [])
+    layers = [
+        f"layer {i} {notes[i - 1]}" if i <= len(notes) else f"layer {i}"
+        for i in range(1, len(layer_maps))
+    ]
+    labels = ["input", *layers, "output"]
     return image_grid(rows, row_labels=labels, divider_after=None, scale=scale, pad=pad)
 
 

@@ -21,6 +21,7 @@ from pytorch_lightning import LightningModule
 from torch import nn
 
 from lightning_modules.errors import TrainingFailed
+from lightning_modules.layer_activity import LayerActivity, first_blind_layer
 from lightning_modules.metrics import DEFAULT_VERDICT_THRESHOLD, IdentityScores
 
 # Typed choices and bounds: LightningCLI (jsonargparse) checks them before anything is built and
@@ -99,8 +100,12 @@ class IdentityTaskModule(LightningModule):
         self.register_buffer("train_images", torch.empty(0))
         self.register_load_state_dict_pre_hook(_resize_train_images)
         self.test_scores = nn.ModuleDict()
-        # The last test's scores per test set, {set: {score: value}}, for a caller to read.
+        # The last test's scores per test set, {set: {score: value}}, and per hidden layer
+        # ({"live_share": [...], "input_share": [...], "first_blind_layer": k or None}), for a
+        # caller to read.
         self.test_results: dict[str, dict[str, float]] = {}
+        self.layer_results: dict = {}
+        self.layer_activity = LayerActivity()
 
     # --- architecture -------------------------------------------------------------------------
     def layer_outputs(self, x: torch.Tensor) -> Iterator[torch.Tensor]:
@@ -254,6 +259,7 @@ class IdentityTaskModule(LightningModule):
                 "a checkpoint"
             )
         self.test_scores = nn.ModuleDict()
+        self.layer_activity = LayerActivity().to(self.device)
 
     def test_set_name(self, dataloader_idx: int) -> str:
         if dataloader_idx < len(self.test_set_names):
@@ -280,12 +286,30 @@ class IdentityTaskModule(LightningModule):
 
     def test_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
         (inputs,) = batch
-        outputs = self(inputs)
+        outputs = self._forward_measuring_layers(inputs)
         self._scores(self.test_set_name(dataloader_idx)).update(
             inputs, outputs, self.constant_targets(outputs)
         )
 
+    def _forward_measuring_layers(self, inputs: torch.Tensor) -> torch.Tensor:
+        """The net's output, in the same pass feeding every hidden layer's output (all but the
+        last) to the layer-activity metric; one layer is held at a time."""
+        previous = None
+        for index, output in enumerate(self.layer_outputs(inputs)):
+            if previous is not None:
+                self.layer_activity.update(index - 1, previous)
+            previous = output
+        return previous
+
     def on_test_epoch_end(self) -> None:
+        activity = self.layer_activity.compute() if self.layer_activity.num_layers else {}
+        if activity:
+            blind = first_blind_layer(activity["input_share"], activity["live_share"])
+            self.layer_results = {**activity, "first_blind_layer": blind}
+            for key, values in activity.items():
+                layers = {f"hidden/{key}/{i + 1:02d}": v for i, v in enumerate(values)}
+                self.log_dict(layers, add_dataloader_idx=False, sync_dist=True)
+        self.layer_activity.reset()
         self.test_results = {}
         for name, metric in self.test_scores.items():
             computed = metric.compute()

@@ -46,6 +46,10 @@ def test_fit_writes_the_run_folder_and_an_offline_wandb_run(capsys, cli_args):
     assert metrics["train/steps"] == 30
     assert metrics["model/params"] == 25 * 4 + 4 + 25 * 4 + 1
     assert metrics["data/train_indices"] == [15]
+    # One hidden layer: its share of live units and of input-dependent variance (issue 16).
+    assert len(metrics["layers"]["live_share"]) == len(metrics["layers"]["input_share"]) == 1
+    assert 0 < metrics["layers"]["live_share"][0] <= 1
+    assert "hidden layer" in out
     for name in ("mnist", "fashion", "mnist_pairs", "patterns", "gaussian_noise", "checkerboard"):
         for key in ("identity_corr", "constant_corr", "mse_identity", "frac_identity"):
             assert f"test/{name}/{key}" in metrics["metrics"]
