@@ -85,7 +85,20 @@ class IdxDataset:
             return cached
         raise DataNotFoundError(self.missing_message(root))
 
+    def _check_archives(self, root: Path) -> None:
+        """The .gz files' md5, checked here: torchvision takes a mismatch for a missing file and
+        tries to download it, which offline says only 'Name or service not known'."""
+        for name, md5 in self.torchvision_class.resources:
+            path = root / self.folder / "raw" / name
+            digest = hashlib.md5(path.read_bytes()).hexdigest()
+            if digest != md5:
+                raise DataNotFoundError(
+                    f"{path} is corrupt or truncated (md5 {digest}, expected {md5}): replace it "
+                    f"with the original {self.name} file"
+                )
+
     def _extract_into(self, root: Path, cached: Path) -> None:
+        self._check_archives(root)
         cached.mkdir(parents=True, exist_ok=True)
         # Parallel sweep workers extract at once: build in a private folder and rename it into
         # place, so no reader ever sees a half-written file.
@@ -229,10 +242,16 @@ def load_image_folder(folder: str | os.PathLike, limit: int | None = None) -> li
 
 
 def _read_image(path: Path) -> torch.Tensor:
-    with Image.open(path) as image:
-        rgb = image.convert("RGB")
-        data = torch.frombuffer(bytearray(rgb.tobytes()), dtype=torch.uint8)
-        return data.view(rgb.height, rgb.width, 3).permute(2, 0, 1).float().unsqueeze(0) / 255.0
+    try:
+        with Image.open(path) as image:
+            rgb = image.convert("RGB")
+    except (OSError, ValueError, Image.DecompressionBombError) as error:
+        raise DataConfigError(
+            f"--data.image_folder: {path} cannot be read as an image ({error}); remove or "
+            f"replace it"
+        ) from None
+    data = torch.frombuffer(bytearray(rgb.tobytes()), dtype=torch.uint8)
+    return data.view(rgb.height, rgb.width, 3).permute(2, 0, 1).float().unsqueeze(0) / 255.0
 
 
 def _first_line(error: BaseException) -> str:

@@ -15,6 +15,7 @@ import torch
 from pytorch_lightning import Callback, LightningModule, Trainer
 from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from identity_crisis import run_folder
 from identity_crisis.images import hidden_layer_grid, image_grid, save_png
@@ -161,9 +162,37 @@ class FailureRecord(Callback):
             status = run_folder.INTERRUPTED
         else:
             status = run_folder.CRASHED
-        reason = f"{type(error).__name__}: {error}"
-        run_folder.write_failure(trainer.default_root_dir, status, reason)
+        reason = f"{type(error).__name__}: {error}".rstrip(": ")
+        if isinstance(error, SIGTERMException):
+            reason = "interrupted by SIGTERM"
+        record = {"status": status, "error": reason, "train/steps": trainer.global_step}
+        if pl_module.last_loss is not None:
+            record["train/last_loss"] = pl_module.last_loss
+        run_folder.write_metrics(trainer.default_root_dir, record)
         for logger in wandb_loggers(trainer):
             logger.experiment.summary.update({"status": status, "error": reason})
             finish_wandb(logger, exit_code=1)
+        run_folder.release_lock(trainer.default_root_dir)
         print(f"run folder: {trainer.default_root_dir}", flush=True)
+
+
+class KeepWeights(Callback):
+    """The trained weights in the run folder (`weights.ckpt`, weights and buffers only: the
+    training images and final loss travel with them), at the end of training or, for an
+    interrupted run, where it stopped. `enabled` = False keeps none (huge grids)."""
+
+    def __init__(self, enabled: bool = True):
+        self.enabled = enabled
+
+    def _save(self, trainer: Trainer) -> None:
+        if self.enabled:
+            path = Path(trainer.default_root_dir) / run_folder.WEIGHTS
+            trainer.save_checkpoint(path, weights_only=True)
+
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # After the module's on_train_end, which measures the final loss the weights carry.
+        self._save(trainer)
+
+    def on_exception(self, trainer: Trainer, pl_module: LightningModule, error: BaseException):
+        if isinstance(error, KeyboardInterrupt | SystemExit) and trainer.state.fn == "fit":
+            self._save(trainer)

@@ -21,6 +21,7 @@ import importlib
 import inspect
 import os
 import re
+import signal
 import sys
 import warnings
 from pathlib import Path
@@ -31,11 +32,13 @@ from pytorch_lightning import Trainer
 from pytorch_lightning.cli import LightningCLI
 from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
+from pytorch_lightning.utilities.exceptions import MisconfigurationException, SIGTERMException
 
+from datamodules import sources
 from datamodules.errors import DataConfigError
 from datamodules.single_example import SingleExampleDataModule
-from identity_crisis import run_folder
-from identity_crisis.callbacks import FailureRecord, ProbePanels, RunSummary
+from identity_crisis import preflight, run_folder
+from identity_crisis.callbacks import FailureRecord, KeepWeights, ProbePanels, RunSummary
 from identity_crisis.errors import ConfigError
 from identity_crisis.tracking import finish_wandb, load_env_file, resolve_wandb_mode
 from identity_crisis.trainer_defaults import TRAINER_DEFAULTS
@@ -71,7 +74,7 @@ class IdentityCrisisCLI(LightningCLI):
             seed_everything_default=0,
             trainer_defaults={
                 **TRAINER_DEFAULTS,
-                "callbacks": [ProbePanels(), RunSummary(), FailureRecord()],
+                "callbacks": [ProbePanels(), RunSummary(), FailureRecord(), KeepWeights()],
             },
             save_config_kwargs={"overwrite": True, "config_filename": run_folder.CONFIG},
             # Parse errors come back as exceptions, so main() can say them in one line.
@@ -84,10 +87,21 @@ class IdentityCrisisCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         if self.parse_only:
             raise _Parsed
+        # Checked before anything is built: a net too big for the machine would fail in its
+        # own constructor with an allocation error.
+        config = self._config()
+        preflight.check_steps(config.trainer.max_steps, config.trainer.min_steps)
+        model = config.model
+        preflight.check_memory(
+            model.class_path, model.init_args.as_dict(), str(config.trainer.accelerator)
+        )
 
     @staticmethod
     def subcommands() -> dict[str, set[str]]:
-        return {"fit": {"model", "train_dataloaders", "val_dataloaders", "datamodule"}}
+        return {
+            "fit": {"model", "train_dataloaders", "val_dataloaders", "datamodule"},
+            "test": {"model", "dataloaders", "datamodule"},
+        }
 
     def add_arguments_to_parser(self, parser) -> None:
         # The data fixes the image shape (CIFAR-10 is 3 x 32 x 32); the net follows it.
@@ -114,6 +128,18 @@ class IdentityCrisisCLI(LightningCLI):
         )
         parser.add_argument("--run.entity", type=str | None, default=os.environ.get("WANDB_ENTITY"))
         parser.add_argument("--run.tags", type=list[str], default=[])
+        parser.add_argument(
+            "--run.replace",
+            type=bool,
+            default=False,
+            help="train again in place of a finished run of the same config (else refused)",
+        )
+        parser.add_argument(
+            "--run.keep_weights",
+            type=bool,
+            default=True,
+            help=f"keep the trained weights as {run_folder.WEIGHTS} in the run folder",
+        )
 
     def _config(self) -> Namespace:
         return self.config.get(str(self.subcommand), self.config)
@@ -124,13 +150,52 @@ class IdentityCrisisCLI(LightningCLI):
         config = self._config()
         base = "-".join(self.model.name_parts() + self.datamodule.name_parts())
         name = config.run.name or f"{base}-s{config.seed_everything}"
+        if self.subcommand == "test":
+            name = f"{name}-test"
         return name, config.run.group or base
+
+    def resolved_config(self) -> dict:
+        config = self._config().clone().as_dict()
+        config.pop("config", None)
+        return run_folder.flatten_config(config)
+
+    def choose_run_dir(self) -> Path:
+        """`--run.dir`, else <root>/<group>/<name>-<hash>: the readable name, and a hash of every
+        key that can change the result, so different configs never share a folder."""
+        config = self._config()
+        digest = run_folder.config_hash(self.resolved_config())
+        if self.subcommand == "test":  # even for a config whose run.dir names the trained run
+            return self.probe_dir(digest)
+        if config.run.dir:
+            return Path(config.run.dir).resolve()
+        return (Path(config.run.root) / self.run_group / f"{self.run_name}-{digest}").resolve()
+
+    def probe_dir(self, digest: str) -> Path:
+        """A re-probe's results go beside the trained run, never into it."""
+        ckpt = Path(self._config().ckpt_path or "").resolve()
+        return ckpt.parent.with_name(f"{ckpt.parent.name}-test-{digest}")
+
+    def check_before_run(self) -> None:
+        """Everything that can fail before a run folder or W&B run exists."""
+        config = self._config()
+        if self.subcommand == "test" and not (
+            config.ckpt_path and Path(config.ckpt_path).is_file()
+        ):
+            raise ConfigError(
+                f"--ckpt_path={config.ckpt_path} is not a file; give a run's {run_folder.WEIGHTS}"
+            )
+        preflight.check_writable(self.run_dir, "the run folder")
+        preflight.check_writable(sources.cache_dir(), "the data cache")
+        # Reads, md5-checks and decodes every data file now, not after training.
+        self.datamodule.prepare_data()
+        self.datamodule.setup("test")
 
     def instantiate_trainer(self, **kwargs) -> Trainer:
         config = self._config()
         self.run_name, self.run_group = self.derived_names()
-        folder = config.run.dir or Path(config.run.root) / self.run_group / self.run_name
-        self.run_dir = Path(folder).resolve()
+        self.run_dir = self.choose_run_dir()
+        if not self.parse_only:
+            self.check_before_run()
         logger = WandbLogger(
             name=self.run_name,
             group=self.run_group,
@@ -145,6 +210,9 @@ class IdentityCrisisCLI(LightningCLI):
             logger=logger, default_root_dir=str(self.run_dir), **kwargs
         )
         self._check_data_parallel(trainer.world_size)
+        for callback in trainer.callbacks:
+            if isinstance(callback, KeepWeights):
+                callback.enabled = config.run.keep_weights
         return trainer
 
     def _check_data_parallel(self, world_size: int) -> None:
@@ -162,21 +230,40 @@ class IdentityCrisisCLI(LightningCLI):
         return self.trainer.logger
 
     def before_fit(self) -> None:
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        self._log_config()
+        self._start_run()
+
+    def before_test(self) -> None:
+        self._start_run()
 
     @rank_zero_only
-    def _log_config(self) -> None:
-        config = self._config().clone().as_dict()
-        config.pop("config", None)
-        flat = run_folder.flatten_config(config)
-        self.wandb_logger.experiment.config.update(flat, allow_val_change=True)
+    def _start_run(self) -> None:
+        """Claim the run folder (refusing one with a finished result or a live trainer), lock
+        it, and start the W&B run with the whole config under the command line's names."""
+        try:
+            before = run_folder.claim(self.run_dir, replace=self._config().run.replace)
+            run_folder.write_lock(self.run_dir)
+        except FileExistsError:
+            raise ConfigError(f"{self.run_dir} was just taken by another process") from None
+        except run_folder.RunFolderTaken as taken:
+            raise ConfigError(str(taken)) from None
+        if before is not None:
+            print(f"{self.run_dir} held an earlier {before} run: trained again", flush=True)
+        config = self.wandb_logger.experiment.config
+        config.update(self.resolved_config(), allow_val_change=True)
         print(f"run {self.run_name} (group {self.run_group})", flush=True)
 
     def after_fit(self) -> None:
         self.trainer.test(self.model, datamodule=self.datamodule, verbose=False)
+        self._finish_run()
+
+    def after_test(self) -> None:
+        self._finish_run()
+
+    @rank_zero_only
+    def _finish_run(self) -> None:
         print(self.results_table(), flush=True)
         finish_wandb(self.wandb_logger, exit_code=0)
+        run_folder.release_lock(self.run_dir)
         print(f"run folder: {self.run_dir}", flush=True)
 
     def results_table(self) -> str:
@@ -315,18 +402,46 @@ def main(argv: list[str] | None = None) -> None:
     warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter is intended")
     load_env_file()
     resolve_wandb_mode()
+    for flag, path in zip(argv, argv[1:], strict=False):
+        if (
+            flag in ("--config", "-c")
+            and Path(path).is_file()
+            and not Path(path).read_text().strip()
+        ):
+            print(f"identity-crisis: error: --config {path} is empty", file=sys.stderr)
+            sys.exit(2)
+    # A closed terminal (SIGHUP) stops a run as Ctrl-C does: recorded as interrupted, weights kept.
+    signal.signal(signal.SIGHUP, _interrupt)
+    # SIGINT stops a run even when the shell that started it ignores SIGINT (a background job).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    command = argv[0] if argv and argv[0] in ("fit", "test") else "fit"
     try:
         IdentityCrisisCLI(args=argv)
-    except (*USER_ERRORS, ArgumentError, ValueError) as error:
+    except (*USER_ERRORS, ArgumentError, ValueError, MisconfigurationException) as error:
         message = user_error(error, argv)
+        if message is None and isinstance(error, MisconfigurationException):
+            # Lightning's device errors name no option: the accelerator or devices asked for.
+            asked = [
+                a for a in argv if a.startswith(("--trainer.accelerator", "--trainer.devices"))
+            ]
+            message = " ".join([*asked, " ".join(str(error).split())])
         if message is None:
             raise
         print(f"identity-crisis: error: {message}", file=sys.stderr)
-        print("see: identity-crisis fit --help", file=sys.stderr)
+        print(f"see: identity-crisis {command} --help", file=sys.stderr)
         sys.exit(2)
     except TrainingFailed as error:
         print(f"identity-crisis: run failed: {error}", file=sys.stderr)
         sys.exit(1)
+    except SIGTERMException:
+        # Lightning stops on SIGTERM (SLURM's time limit, `timeout`, the sweep runner) by raising
+        # a SystemExit without a code, which would exit 0: the run was interrupted.
+        print("identity-crisis: run interrupted (SIGTERM)", file=sys.stderr)
+        sys.exit(1)
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
 if __name__ == "__main__":

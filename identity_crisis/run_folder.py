@@ -10,6 +10,8 @@ A run folder (`fit`):
     hidden_trained.png      per-layer channel-mean maps of the trained net (CNN families)
     hidden_init.png         the same at initialization
     probe_predictions.npz   probe inputs, outputs and per-probe scores     (write_predictions)
+    weights.ckpt            the trained weights (unless --run.keep_weights=false)
+    run.lock                while a process trains into the folder         (write_lock)
 
 A sweep cell (the offline runner): `log.txt` (the command on its first line, then the run's
 output), the run folder `run/`, and `done.json` or `failed.json` once it ended.
@@ -17,7 +19,12 @@ output), the run folder `run/`, and `done.json` or `failed.json` once it ended.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import shutil
+import socket
+import time
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +38,9 @@ PROBE_PANEL = "probe_panel.png"
 HIDDEN_TRAINED = "hidden_trained.png"
 HIDDEN_INIT = "hidden_init.png"
 PROBE_PREDICTIONS = "probe_predictions.npz"
+# The trained weights (and the training images the scores compare with), at the end of training
+# or at an interrupt; `identity-crisis test --ckpt_path` re-probes them.
+WEIGHTS = "weights.ckpt"
 
 CELL_DONE = "done.json"
 CELL_FAILED = "failed.json"
@@ -125,9 +135,19 @@ def cell_done(cell: Path) -> bool:
     return (Path(cell) / CELL_DONE).is_file()
 
 
-def write_cell_done(cell: Path, params: dict, seconds: float) -> Path:
+def write_cell_done(
+    cell: Path, params: dict, seconds: float, command: list[str], overrides: list[str]
+) -> Path:
+    """done.json: the swept values, the runner's overrides, the full command (argv) and the
+    seconds it took: everything that made the cell what it is."""
     (Path(cell) / CELL_FAILED).unlink(missing_ok=True)
-    record = {"params": params, "seconds": round(seconds, 2), "run": CELL_RUN}
+    record = {
+        "params": params,
+        "overrides": overrides,
+        "command": command,
+        "seconds": round(seconds, 2),
+        "run": CELL_RUN,
+    }
     return write_json(Path(cell) / CELL_DONE, record)
 
 
@@ -154,8 +174,9 @@ def read_cell_record(cell: Path, name: str) -> dict | None:
 
 
 def open_cell_log(cell: Path, command: str):
-    """The cell's log, opened for the run's output, with the command on its first line."""
-    log = (Path(cell) / CELL_LOG).open("w")
+    """The cell's log, opened to append the run's output after its command (`$ ...`); the first
+    start's command is the file's first line, and a redone cell keeps its earlier attempts."""
+    log = (Path(cell) / CELL_LOG).open("a")
     log.write(f"{CELL_COMMAND_PROMPT}{command}\n")
     log.flush()
     return log
@@ -171,3 +192,113 @@ def read_cell_command(cell: Path) -> str | None:
     return (
         first.removeprefix(CELL_COMMAND_PROMPT) if first.startswith(CELL_COMMAND_PROMPT) else None
     )
+
+
+# --- run identity --------------------------------------------------------------------------------
+# Keys that cannot change a result: where things go, what is printed, how the data is found
+# (the files are md5-checked). Every other key of the resolved config is in the run's hash.
+RESULT_NEUTRAL_KEYS = {
+    "config",
+    "ckpt_path",
+    "data.root",
+    "data.download",
+    "trainer.enable_progress_bar",
+    "trainer.enable_model_summary",
+    "trainer.log_every_n_steps",
+    "trainer.enable_checkpointing",
+    "trainer.default_root_dir",
+    "trainer.logger",
+    "trainer.callbacks",
+}
+RESULT_NEUTRAL_PREFIXES = ("run.",)
+LOCK = "run.lock"
+
+
+def config_hash(flat_config: dict) -> str:
+    """8 hex digits of every key of the resolved config that can change a result: two configs
+    that differ in any of them never share a run folder."""
+    kept = {
+        key: value
+        for key, value in flat_config.items()
+        if key not in RESULT_NEUTRAL_KEYS and not key.startswith(RESULT_NEUTRAL_PREFIXES)
+    }
+    text = json.dumps(kept, sort_keys=True, default=str)
+    return hashlib.sha1(text.encode()).hexdigest()[:8]
+
+
+class RunFolderTaken(Exception):
+    """The run folder holds a finished result, or another process is training into it."""
+
+
+def claim(run_dir: Path, replace: bool = False) -> str | None:
+    """Take `run_dir` for a new run: refuse a folder with a finished result (unless `replace`)
+    or one another live process is training into; clear an unfinished earlier run (failed,
+    crashed, interrupted, killed) so its files and W&B offline runs are not mixed with the new
+    one. Returns what was there before (a status, 'unfinished', or None for a new folder)."""
+    run_dir = Path(run_dir)
+    owner = lock_owner(run_dir)
+    if owner is not None:
+        raise RunFolderTaken(
+            f"{run_dir} is being trained now by pid {owner['pid']} on {owner['host']} "
+            f"(since {owner['since']}); wait for it or stop it (if it is gone, delete "
+            f"{Path(run_dir) / LOCK})"
+        )
+    if not run_dir.exists() or not any(run_dir.iterdir()):
+        return None
+    status = read_status(run_dir)
+    if status == OK and not replace:
+        raise RunFolderTaken(
+            f"{run_dir} already holds a finished run of this config; it is kept. "
+            f"See it with `identity-crisis report {run_dir}`, re-probe it with "
+            f"`identity-crisis test`, or pass --run.replace=true to train it again in its place"
+        )
+    shutil.rmtree(run_dir)
+    return status or "unfinished"
+
+
+def lock_owner(run_dir: Path) -> dict | None:
+    """Who holds the run folder's lock, if that process is alive (a lock left by a process that
+    died on this host is stale and ignored); None when free."""
+    try:
+        owner = json.loads((Path(run_dir) / LOCK).read_text())
+    except (OSError, ValueError):
+        return None
+    if owner.get("host") == socket.gethostname() and not _alive(int(owner.get("pid", 0))):
+        return None
+    return owner
+
+
+def write_lock(run_dir: Path) -> Path:
+    """Mark the run folder as being trained by this process (atomically: a second process that
+    races for the same folder gets FileExistsError)."""
+    path = Path(run_dir) / LOCK
+    path.parent.mkdir(parents=True, exist_ok=True)
+    owner = {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "since": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+    with open(path, "x") as file:
+        json.dump(owner, file)
+    return path
+
+
+def release_lock(run_dir: Path) -> None:
+    path = Path(run_dir) / LOCK
+    try:
+        if json.loads(path.read_text()).get("pid") == os.getpid():
+            path.unlink()
+    except (OSError, ValueError):
+        pass
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

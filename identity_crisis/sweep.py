@@ -3,267 +3,87 @@
     identity-crisis sweep sweeps/fig3_cnn_depth.yaml --dry-run        # list the cells
     identity-crisis sweep sweeps/fig3_cnn_depth.yaml                  # all CPU cores, 1 thread each
     identity-crisis sweep sweeps/fig3_cnn_depth.yaml --gpus 0,1 --per-gpu 4
-    identity-crisis sweep sweeps/fig3_cnn_depth.yaml --limit 3 --out runs/sweeps
+    identity-crisis sweep sweeps/fig3_cnn_depth.yaml --limit 3 --trainer.max_steps=10  # smoke test
 
-It reads the same YAML `wandb sweep` reads, expands the grid (or draws `run_cap` seeded random
-cells), fills the file's own `command` as a W&B agent fills it, and runs each cell as a
-subprocess with WANDB_MODE=offline and the sweep's name as the W&B group. Run it from the
-project root (the commands name `configs/...` and `identity_crisis/cli.py` relative to it).
+It reads the same YAML `wandb sweep` reads (`identity_crisis.sweep_file`), expands the grid (or
+draws `run_cap` seeded random cells), fills the file's own `command` as a W&B agent fills it, and
+runs each cell as a subprocess with WANDB_MODE=offline and the sweep's name as the W&B group. Run
+it from the project root (the commands name `configs/...` and `identity_crisis/cli.py` relative
+to it). Extra `--section.key=value` arguments go to every cell and are part of the cells' identity:
+a smoke test gets folders of its own.
 
-Each cell gets `<out>/<sweep>/<cell>/`: `log.txt`, the run folder `run/`, and `done.json` once it
-finished with a result or `failed.json` (exit code, reason, log) otherwise. A rerun skips done
-cells and retries failed ones; Ctrl-C stops the children and records nothing as done.
+Before the first cell starts, every cell's command is parsed by the real CLI; a bad one stops
+the runner (exit 2) with one line naming the cell, and nothing is started or created.
+
+Each cell gets `<out>/<sweep>/<cell>/`, created when it starts: `log.txt` (each start appends its
+command and output), the run folder `run/`, and `done.json` (values, overrides, the full command,
+seconds) once it finished with a result, or `failed.json` (exit code, reason, log) otherwise.
+While a runner trains a cell it holds `lock.json` (`identity_crisis.locks`), so several runners
+(on this machine or on hosts sharing the filesystem) split one sweep: each walks the cells in
+order and takes the next that is neither done nor held. A rerun skips done cells and redoes the
+rest (failed, interrupted, never started); the lock of a runner that was killed is taken over.
+
+SIGINT, SIGTERM and SIGHUP stop the running cells (SIGINT to each cell's process group, SIGKILL
+after STOP_GRACE_S), record them as interrupted and release their locks; the runner then exits
+with 128 + the signal number (130, 143, 129). A signal the runner was started ignoring (nohup's
+SIGHUP) stays ignored. On Linux a SIGKILLed runner takes its cells down with it (PR_SET_PDEATHSIG).
+Exit codes otherwise: 0 every cell this runner started is done; 1 some failed; 2 a bad command line
+or sweep file (nothing ran).
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
-import itertools
-import json
-import math
+import contextlib
+import ctypes
+import logging
 import os
-import random
+import re
 import shlex
 import signal
 import subprocess
 import sys
+import threading
 import time
-from dataclasses import dataclass, field
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-
-import yaml
+from typing import IO
 
 from identity_crisis import run_folder
 from identity_crisis.errors import ConfigError
-from identity_crisis.run_folder import CELL_FAILED, CELL_LOG, CELL_RUN
-
-TOP_LEVEL_KEYS = {
-    "name",
-    "description",
-    "program",
-    "command",
-    "method",
-    "metric",
-    "parameters",
-    "early_terminate",
-    "run_cap",
-    "project",
-    "entity",
-    "controller",
-    "job",
-    "image_uri",
-}
-METHODS = ("grid", "random", "bayes")
-DISTRIBUTIONS = {
-    "constant": {"value"},
-    "categorical": {"values", "probabilities"},
-    "int_uniform": {"min", "max"},
-    "uniform": {"min", "max"},
-    "q_uniform": {"min", "max", "q"},
-    "log_uniform_values": {"min", "max"},
-    "q_log_uniform_values": {"min", "max", "q"},
-    "inv_log_uniform_values": {"min", "max"},
-    "normal": {"mu", "sigma"},
-    "q_normal": {"mu", "sigma", "q"},
-    "log_normal": {"mu", "sigma"},
-    "q_log_normal": {"mu", "sigma", "q"},
-}
-ARGS_MACROS = (
-    "args",
-    "args_no_hyphens",
-    "args_no_equals",
-    "args_no_boolean_flags",
-    "args_json",
-    "args_json_file",
-    "args_append_hydra",
-    "args_override_hydra",
+from identity_crisis.locks import LOCK_FILE, FolderLock
+from identity_crisis.run_folder import (
+    CELL_FAILED,
+    CELL_LOG,
+    CELL_RUN,
 )
-DEFAULT_COMMAND = ["${env}", "${interpreter}", "${program}", "${args}"]
-DEFAULT_OUT = "runs/sweeps"
 
+# The sweep file's half, re-exported: `from identity_crisis.sweep import load_sweep, ...` works.
+from identity_crisis.sweep_file import (  # noqa: F401
+    ARGS_MACROS,
+    DEFAULT_COMMAND,
+    DEFAULT_OUT,
+    DISTRIBUTIONS,
+    METHODS,
+    TOP_LEVEL_KEYS,
+    Sweep,
+    SweepError,
+    cell_id,
+    expand,
+    fill_command,
+    load_sweep,
+)
 
-class SweepError(ConfigError):
-    """A sweep file that cannot run; the message names the file, the key and what is valid."""
-
-
-@dataclass
-class Sweep:
-    path: Path
-    name: str
-    method: str
-    parameters: dict[str, dict]
-    command: list[str]
-    program: str | None = None
-    run_cap: int | None = None
-    metric: dict = field(default_factory=dict)
-    description: str = ""
-
-
-def load_sweep(path: str | os.PathLike) -> Sweep:
-    """Read and check a sweep file against W&B's rules (top-level keys, method, parameter forms)
-    and this project's conventions (flat dotted names, an args macro in the command)."""
-    path = Path(path)
-    if not path.is_file():
-        raise SweepError(f"sweep file {str(path)!r} does not exist")
-    try:
-        spec = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        raise SweepError(f"{path}: not valid YAML: {error}") from error
-    if not isinstance(spec, dict):
-        raise SweepError(f"{path}: a sweep file is a mapping of keys, got {type(spec).__name__}")
-
-    def fail(message: str):
-        raise SweepError(f"{path}: {message}")
-
-    unknown = sorted(set(spec) - TOP_LEVEL_KEYS)
-    if unknown:
-        fail(f"unknown top-level key(s) {unknown}; valid: {', '.join(sorted(TOP_LEVEL_KEYS))}")
-    method = spec.get("method")
-    if method not in METHODS:
-        fail(f"method={method!r} is not valid; choose one of {', '.join(METHODS)}")
-    metric = spec.get("metric") or {}
-    if metric and (not isinstance(metric, dict) or "name" not in metric):
-        fail("metric needs a name (and optionally goal: minimize | maximize)")
-    if metric.get("goal", "minimize") not in ("minimize", "maximize"):
-        fail(f"metric goal={metric['goal']!r} is not valid; choose minimize or maximize")
-    parameters = spec.get("parameters")
-    if not isinstance(parameters, dict) or not parameters:
-        fail("parameters must be a non-empty mapping of dotted config keys")
-    for key, value in parameters.items():
-        _check_parameter(fail, method, key, value)
-    command = spec.get("command", DEFAULT_COMMAND)
-    if not isinstance(command, list) or not all(isinstance(c, str | int | float) for c in command):
-        fail("command must be a list of strings")
-    command = [str(c) for c in command]
-    if not any(c.strip("${}") in ARGS_MACROS for c in command):
-        fail(f"command has no arguments macro; put ${{args}} (or one of {ARGS_MACROS}) in it")
-    program = spec.get("program")
-    if "${program}" in command and not program:
-        fail("command uses ${program} but the file sets no program")
-    run_cap = spec.get("run_cap")
-    if run_cap is not None and (not isinstance(run_cap, int) or run_cap < 1):
-        fail(f"run_cap={run_cap!r} is not valid; it must be a positive integer")
-    return Sweep(
-        path=path,
-        name=str(spec.get("name") or path.stem),
-        method=method,
-        parameters=parameters,
-        command=command,
-        program=program,
-        run_cap=run_cap,
-        metric=metric,
-        description=str(spec.get("description") or ""),
-    )
-
-
-def _check_parameter(fail, method: str, key, value) -> None:
-    if not isinstance(key, str) or not key:
-        fail(f"parameter name {key!r} must be a non-empty string")
-    if not isinstance(value, dict):
-        fail(f"parameter {key}: expected a mapping with value, values or distribution")
-    if "parameters" in value:
-        fail(f"parameter {key}: nested parameters are not used here; write flat dotted names")
-    fields = {"value", "values", "distribution", "min", "max", "mu", "sigma", "q", "probabilities"}
-    if set(value) - fields:
-        fail(f"parameter {key}: unknown field(s) {sorted(set(value) - fields)}")
-    distribution = value.get("distribution")
-    if distribution is not None:
-        if distribution not in DISTRIBUTIONS:
-            fail(
-                f"parameter {key}: distribution={distribution!r} is not valid; "
-                f"choose one of {', '.join(DISTRIBUTIONS)}"
-            )
-        missing = DISTRIBUTIONS[distribution] - set(value) - {"probabilities", "q"}
-        if missing:
-            fail(f"parameter {key}: distribution {distribution} needs {sorted(missing)}")
-    elif "value" in value and "values" in value:
-        fail(f"parameter {key}: give value or values, not both")
-    elif not ({"value", "values"} & set(value) or {"min", "max"} <= set(value)):
-        fail(f"parameter {key}: give value, values, a distribution, or min and max; got {value}")
-    if "values" in value and (not isinstance(value["values"], list) or not value["values"]):
-        fail(f"parameter {key}: values must be a non-empty list")
-    if method == "grid" and not ("value" in value or "values" in value):
-        fail(f"parameter {key}: a grid sweep needs value or values, not a distribution")
-
-
-def _sample(spec: dict, rng: random.Random):
-    if "value" in spec:
-        return spec["value"]
-    lo, hi = spec.get("min"), spec.get("max")
-    # W&B's inference when no distribution is named: a list is categorical, int bounds uniform ints.
-    inferred = "int_uniform" if isinstance(lo, int) and isinstance(hi, int) else "uniform"
-    distribution = spec.get("distribution", "categorical" if "values" in spec else inferred)
-    q = spec.get("q", 1)
-    if distribution == "categorical":
-        return rng.choices(spec["values"], weights=spec.get("probabilities"))[0]
-    if distribution == "int_uniform":
-        return rng.randint(lo, hi)
-    if distribution in ("uniform", "q_uniform"):
-        x = rng.uniform(lo, hi)
-    elif distribution in ("log_uniform_values", "q_log_uniform_values"):
-        x = math.exp(rng.uniform(math.log(lo), math.log(hi)))
-    elif distribution == "inv_log_uniform_values":
-        x = 1 / math.exp(rng.uniform(math.log(1 / hi), math.log(1 / lo)))
-    elif distribution in ("normal", "q_normal"):
-        x = rng.gauss(spec["mu"], spec["sigma"])
-    else:  # log_normal, q_log_normal
-        x = math.exp(rng.gauss(spec["mu"], spec["sigma"]))
-    return round(x / q) * q if distribution.startswith("q_") else x
-
-
-def expand(sweep: Sweep, seed: int = 0) -> list[dict]:
-    """The sweep's cells in order: the grid's cartesian product (file order, last key fastest),
-    or `run_cap` random draws seeded with `seed` (distinct draws only)."""
-    keys = list(sweep.parameters)
-    if sweep.method == "grid":
-        choices = [
-            spec["values"] if "values" in spec else [spec["value"]]
-            for spec in sweep.parameters.values()
-        ]
-        return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*choices)]
-    if sweep.method == "bayes":
-        raise SweepError(f"{sweep.path}: bayes sweeps need the W&B server; use wandb sweep")
-    if sweep.run_cap is None:
-        raise SweepError(f"{sweep.path}: a random sweep needs run_cap to run offline")
-    rng, cells, seen = random.Random(seed), [], set()
-    for _ in range(sweep.run_cap * 100):
-        if len(cells) == sweep.run_cap:
-            break
-        cell = {key: _sample(spec, rng) for key, spec in sweep.parameters.items()}
-        fingerprint = json.dumps(cell, sort_keys=True, default=str)
-        if fingerprint not in seen:
-            seen.add(fingerprint)
-            cells.append(cell)
-    return cells
-
-
-def cell_id(params: dict) -> str:
-    """A folder name that says the cell's values and stays the same when the file is reordered."""
-    readable = "-".join(f"{key.rsplit('.', 1)[-1]}={value}" for key, value in params.items())
-    readable = "".join(c if c.isalnum() or c in "=._-" else "_" for c in readable)[:80]
-    digest = hashlib.sha1(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()
-    return f"{readable}-{digest[:8]}"
-
-
-def fill_command(sweep: Sweep, params: dict, args_json_file: Path | None = None) -> list[str]:
-    """The command a W&B agent would run for these values, built with W&B's own formatting of
-    the argument macros; ${interpreter} is this Python, so the same environment runs it."""
-    from wandb.sdk.launch.sweeps.utils import create_sweep_command, create_sweep_command_args
-
-    macros = create_sweep_command_args({"args": {k: {"value": v} for k, v in params.items()}})
-    macros["interpreter"] = [sys.executable]
-    macros["program"] = [sweep.program] if sweep.program else []
-    macros["env"] = ["/usr/bin/env"] if os.name != "nt" else []
-    if args_json_file is not None:
-        macros["args_json_file"] = [str(args_json_file)]
-    filled = []
-    for chunk in create_sweep_command(list(sweep.command)):
-        if chunk.startswith("${") and chunk.endswith("}") and chunk[2:-1] in macros:
-            filled += macros[chunk[2:-1]]
-        else:
-            filled.append(chunk)
-    return filled
+# The signals that stop the runner cleanly; its exit code is then 128 + the signal's number.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+# Seconds a cell gets to shut down after its SIGINT (Lightning records it interrupted), before
+# SIGKILL. SLURM's default KillWait (30 s between SIGTERM and SIGKILL) leaves room for it.
+STOP_GRACE_S = 10.0
+# An extra argument for every cell: --section.key=value, or a top-level key of `fit`.
+OVERRIDE = re.compile(r"--(seed_everything|[A-Za-z_][\w-]*(\.[\w-]+)+)=")
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 @dataclass
@@ -275,6 +95,59 @@ class Cell:
     @property
     def done(self) -> bool:
         return run_folder.cell_done(self.folder)
+
+    def failed_since(self, since: float) -> bool:
+        """Failed (not interrupted) after `since`: another runner of this round tried it."""
+        record = run_folder.read_cell_record(self.folder, CELL_FAILED)
+        if not record or str(record.get("reason", "")).startswith("interrupted"):
+            return False
+        try:
+            return (self.folder / CELL_FAILED).stat().st_mtime >= since
+        except OSError:
+            return False
+
+
+@dataclass
+class Job:
+    """A started cell: its process, lock, open log, full command and start time."""
+
+    proc: subprocess.Popen
+    cell: Cell
+    lock: FolderLock
+    log: IO[str]
+    command: list[str]
+    started: float
+
+
+class StopSignals:
+    """While active, SIGINT, SIGTERM and SIGHUP only set `received` (the runner's loop then stops
+    its cells in order) instead of killing the runner. Installed in the main thread only, and
+    never for a signal the process was started ignoring (nohup's SIGHUP, a background job's
+    SIGINT)."""
+
+    def __init__(self):
+        self.received: int | None = None
+        self._saved: dict = {}
+
+    def _handle(self, signum, frame) -> None:
+        self.received = self.received or signum
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in STOP_SIGNALS:
+                previous = signal.getsignal(sig)
+                if previous is not signal.SIG_IGN:
+                    self._saved[sig] = previous
+                    signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, previous in self._saved.items():
+            signal.signal(sig, previous)
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.received).name if self.received else ""
 
 
 class OfflineRunner:
@@ -294,8 +167,9 @@ class OfflineRunner:
     ):
         self.sweep = sweep
         self.root = Path(out) / sweep.name
+        self.extra_args = list(extra_args or [])
         self.cells = [
-            Cell(i, params, self.root / cell_id(params))
+            Cell(i, params, self.root / cell_id(params, self.extra_args))
             for i, params in enumerate(expand(sweep, seed))
         ]
         if gpus:
@@ -304,7 +178,7 @@ class OfflineRunner:
             threads = {"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
             self.slots = [dict(threads) for _ in range(workers or os.cpu_count() or 1)]
         self.limit = limit
-        self.extra_args = list(extra_args or [])
+        self.checked = False
         self._check_paths()
 
     def _check_paths(self) -> None:
@@ -322,50 +196,127 @@ class OfflineRunner:
     def command(self, cell: Cell) -> list[str]:
         filled = fill_command(self.sweep, cell.params, cell.folder / "args.json")
         # Later arguments win: each cell writes into its own folder, grouped by the sweep.
-        return filled + [
+        command = filled + [
             f"--run.dir={cell.folder / CELL_RUN}",
             f"--run.group={self.sweep.name}",
             *self.extra_args,
         ]
+        if not cell.done and run_folder.read_status(cell.folder / CELL_RUN) == run_folder.OK:
+            # A result the runner never accepted (its process ended badly after writing it, or
+            # the runner died first): `fit` keeps a finished run unless told to train it again.
+            command.append("--run.replace=true")
+        return command
 
     def plan(self) -> tuple[list[Cell], list[Cell]]:
         done = [c for c in self.cells if c.done]
         todo = [c for c in self.cells if not c.done]
         return todo[: self.limit] if self.limit is not None else todo, done
 
+    def check(self) -> None:
+        """Parse every cell that may run as `fit` would, before the first starts: a bad value or
+        key in the sweep file or the overrides is one error here, not a failure in every cell.
+        Raises SweepError naming the cell; builds nothing and creates no folder."""
+        from identity_crisis.cli import check_fit_args, wandb_args
+
+        # Parsing sets the seed, and Lightning says so each time; the cells will say it. The CLI
+        # also warns that it was given args beside sys.argv, which is the point here.
+        seed_log = logging.getLogger("lightning_fabric.utilities.seed")
+        level = seed_log.level
+        seed_log.setLevel(logging.WARNING)
+        try:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter")
+                self._check_cells(check_fit_args, wandb_args)
+        finally:
+            seed_log.setLevel(level)
+        self.checked = True
+
+    def _check_cells(self, check_fit_args, wandb_args) -> None:
+        for cell in self.cells:
+            if cell.done:
+                continue
+            argv = _fit_argv(self.command(cell))
+            if argv is None:  # not this project's `fit`: nothing to check it against
+                return
+            error = check_fit_args(wandb_args(argv))
+            if error:
+                values = " ".join(f"{key}={value}" for key, value in cell.params.items())
+                raise SweepError(f"{self.sweep.path}: cell {cell.index} ({values}): {error}")
+
     def run(self, poll_s: float = 0.2) -> dict[str, int]:
+        """Run the cells; returns the counts (done, skipped, failed, interrupted, others: left to
+        other runners, signal: the number of the signal that stopped the runner, or 0)."""
+        if not self.checked:
+            self.check()
         todo, skipped = self.plan()
         print(
             f"sweep {self.sweep.name}: {len(self.cells)} cells, {len(skipped)} done before, "
             f"{len(todo)} to run on {len(self.slots)} slot(s) -> {self.root}",
             flush=True,
         )
-        counts = {"done": 0, "skipped": len(skipped), "failed": 0, "interrupted": 0}
-        queue, running = list(todo), {}
-        try:
-            while queue or running:
-                for slot in range(len(self.slots)):
-                    if slot not in running and queue:
-                        running[slot] = self._start(queue.pop(0), self.slots[slot])
-                time.sleep(poll_s)
-                for slot, (proc, cell, started, log) in list(running.items()):
-                    if proc.poll() is not None:
-                        log.close()
-                        del running[slot]
-                        ok = self._finish(cell, proc.returncode, time.time() - started)
-                        counts["done" if ok else "failed"] += 1
-        except KeyboardInterrupt:
-            print("\ninterrupted: stopping the running cells ...", flush=True)
-            for proc, cell, _, log in running.values():
-                _stop(proc)
-                log.close()
-                self._record_failure(cell, proc.returncode, "interrupted (Ctrl-C)")
-            counts["interrupted"] = len(running) + len(queue)
+        counts = {"done": 0, "skipped": len(skipped), "failed": 0, "interrupted": 0, "others": 0}
+        since = time.time()
+        done_before = {cell.index for cell in skipped}
+        walk = (cell for cell in self.cells if cell.index not in done_before)
+        running: dict[int, Job] = {}
+        starts, walked = 0, False
+        with StopSignals() as stop:
+            try:
+                while not stop.received:
+                    for slot, slot_env in enumerate(self.slots):
+                        if slot in running or walked or not self._room(starts):
+                            continue
+                        job = self._next(walk, slot_env, counts, since)
+                        walked = job is None
+                        if job is not None:
+                            running[slot], starts = job, starts + 1
+                    if not running and (walked or not self._room(starts)):
+                        break
+                    time.sleep(poll_s)
+                    self._poll(running, counts)
+            finally:
+                if running:
+                    why = f"interrupted ({stop.name or 'the runner stopped on an error'})"
+                    self._stop_jobs(list(running.values()), why, counts)
+        counts["signal"] = stop.received or 0
         self._summary(counts)
         return counts
 
-    def _start(self, cell: Cell, slot_env: dict):
-        cell.folder.mkdir(parents=True, exist_ok=True)
+    def _room(self, starts: int) -> bool:
+        return self.limit is None or starts < self.limit
+
+    def _tag(self, cell: Cell) -> str:
+        return f"[{cell.index + 1}/{len(self.cells)}]"
+
+    def _next(self, walk: Iterator[Cell], slot_env: dict, counts: dict, since: float):
+        """Start the next cell of the walk that is not done, not held by another runner and did
+        not fail under another runner of this round; None when the walk is over."""
+        for cell in walk:
+            if cell.done or cell.failed_since(since):
+                counts["others"] += 1
+                continue
+            lock = FolderLock(cell.folder)
+            if not lock.acquire():
+                counts["others"] += 1
+                print(f"{self._tag(cell)} held  {cell.folder.name} (another runner)", flush=True)
+                continue
+            if cell.done:  # finished by its last owner between our look and our lock
+                lock.release()
+                counts["others"] += 1
+                continue
+            if lock.took_over:
+                print(f"{self._tag(cell)} take over {cell.folder.name}: {lock.took_over}")
+                # Its fit died with its runner, maybe on another host, where its run lock
+                # cannot be judged: the cell lock has judged it.
+                (cell.folder / CELL_RUN / run_folder.LOCK).unlink(missing_ok=True)
+            try:
+                return self._start(cell, slot_env, lock)
+            except BaseException:
+                lock.release()
+                raise
+        return None
+
+    def _start(self, cell: Cell, slot_env: dict, lock: FolderLock) -> Job:
         command = self.command(cell)
         env = {**os.environ, **slot_env, "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1"}
         # A W&B service started by whoever launched the runner (a notebook, a test) is advertised
@@ -373,40 +324,98 @@ class OfflineRunner:
         # starts its own.
         env.pop("WANDB_SERVICE", None)
         log = run_folder.open_cell_log(cell.folder, shlex.join(command))
-        print(f"[{cell.index + 1}/{len(self.cells)}] start {cell.folder.name}", flush=True)
-        # A session of its own: Ctrl-C reaches the runner, which stops the children in order.
-        proc = subprocess.Popen(
-            command,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,
-            preexec_fn=default_sigint,
-        )
-        return proc, cell, time.time(), log
+        print(f"{self._tag(cell)} start {cell.folder.name}", flush=True)
+        try:
+            # A session of its own: a terminal's Ctrl-C reaches the runner only, which stops the
+            # cells in order; the cell dies with the runner even if that is SIGKILLed.
+            proc = subprocess.Popen(
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+                preexec_fn=_cell_preexec(os.getpid()),
+            )
+        except BaseException:
+            log.close()
+            raise
+        return Job(proc, cell, lock, log, command, time.time())
 
-    def _finish(self, cell: Cell, returncode: int, seconds: float) -> bool:
-        status = run_folder.read_status(cell.folder / CELL_RUN)
-        if returncode == 0 and status == run_folder.OK:
-            run_folder.write_cell_done(cell.folder, cell.params, seconds)
-            print(f"[{cell.index + 1}/{len(self.cells)}] done  {cell.folder.name}", flush=True)
-            return True
-        reason = f"exit code {returncode}, run status {status}"
-        self._record_failure(cell, returncode, reason)
-        print(
-            f"[{cell.index + 1}/{len(self.cells)}] FAILED {cell.folder.name}: {reason}; "
-            f"log: {cell.folder / CELL_LOG}",
-            flush=True,
-        )
-        return False
+    def _poll(self, running: dict[int, Job], counts: dict) -> None:
+        """Finish the cells that ended; keep the others' locks alive."""
+        for slot, job in list(running.items()):
+            if job.proc.poll() is not None:
+                del running[slot]
+                job.log.close()
+                counts["done" if self._finish(job) else "failed"] += 1
+                continue
+            try:
+                ours = job.lock.heartbeat()
+            except OSError:  # a filesystem hiccup: try again at the next poll
+                ours = True
+            if not ours:  # silent past the stale time: another runner has the cell now
+                del running[slot]
+                print(f"{self._tag(job.cell)} LOST the lock of {job.cell.folder.name}; stopping")
+                _stop(job.proc)
+                job.log.close()
+                counts["interrupted"] += 1
+
+    def _finish(self, job: Job) -> bool:
+        cell, returncode = job.cell, job.proc.returncode
+        try:
+            status = run_folder.read_status(cell.folder / CELL_RUN)
+            if returncode == 0 and status == run_folder.OK:
+                seconds = time.time() - job.started
+                run_folder.write_cell_done(
+                    cell.folder, cell.params, seconds, job.command, self.extra_args
+                )
+                print(f"{self._tag(cell)} done  {cell.folder.name}", flush=True)
+                return True
+            reason = f"exit code {returncode}, run status {status}"
+            self._record_failure(cell, returncode, reason)
+            print(
+                f"{self._tag(cell)} FAILED {cell.folder.name}: {reason}; "
+                f"log: {cell.folder / CELL_LOG}",
+                flush=True,
+            )
+            return False
+        finally:
+            job.lock.release()
+
+    def _stop_jobs(self, jobs: list[Job], why: str, counts: dict) -> None:
+        """Stop the running cells together; each is recorded interrupted (or done, if it ended
+        on its own before the stop reached it) and its lock released."""
+        print(f"\n{why}: stopping {len(jobs)} running cell(s) ...", flush=True)
+        finishing = [job.proc for job in jobs if self._has_result(job)]
+        _stop_all([job.proc for job in jobs], spare=finishing)
+        for job in jobs:
+            job.log.close()
+            if job.proc.returncode == 0:
+                counts["done" if self._finish(job) else "failed"] += 1
+                continue
+            self._record_failure(job.cell, job.proc.returncode, why)
+            job.lock.release()
+            counts["interrupted"] += 1
+
+    @staticmethod
+    def _has_result(job: Job) -> bool:
+        """The cell wrote its result in this attempt and is only shutting down (W&B, exit)."""
+        run = job.cell.folder / CELL_RUN
+        try:
+            fresh = (run / run_folder.METRICS).stat().st_mtime >= job.started
+        except OSError:
+            return False
+        return fresh and run_folder.read_status(run) == run_folder.OK
 
     def _record_failure(self, cell: Cell, returncode: int | None, reason: str) -> None:
         run_folder.write_cell_failed(cell.folder, cell.params, returncode, reason)
 
     def _summary(self, counts: dict[str, int]) -> None:
+        others = f", {counts['others']} left to other runners" if counts["others"] else ""
         print(
             f"sweep {self.sweep.name}: {counts['done']} done, {counts['skipped']} skipped "
-            f"(done before), {counts['failed']} failed, {counts['interrupted']} interrupted",
+            f"(done before), {counts['failed']} failed, {counts['interrupted']} interrupted"
+            f"{others}",
             flush=True,
         )
         for cell in self.cells:
@@ -415,26 +424,48 @@ class OfflineRunner:
         print(f"upload to W&B with: wandb sync {self.root}/*/{CELL_RUN}/wandb/offline-run-*")
 
 
-def _stop(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
-    """SIGINT to the child's whole process group (Lightning then shuts down cleanly and the
-    run records itself as interrupted), SIGKILL if it has not exited after `grace_s`."""
+def _fit_argv(command: list[str]) -> list[str] | None:
+    """What follows `fit` in a command that runs this project's CLI; None for any other."""
+    if "fit" not in command:
+        return None
+    at = command.index("fit")
+    ours = ("identity_crisis.cli", "identity-crisis")
+    if not any(c.endswith("identity_crisis/cli.py") or c in ours for c in command[:at]):
+        return None
+    return command[at + 1 :]
+
+
+def _stop_all(
+    procs: list[subprocess.Popen], grace_s: float = STOP_GRACE_S, spare: list | None = None
+) -> None:
+    """SIGINT to each child's whole process group (Lightning then shuts down cleanly and the
+    run records itself as interrupted), SIGKILL to those still there after `grace_s`. The `spare`
+    ones have written their result and are only exiting: no SIGINT, the same grace to end."""
     for sig, wait in ((signal.SIGINT, grace_s), (signal.SIGKILL, 5.0)):
-        if proc.poll() is not None:
-            return
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=wait)
-        except subprocess.TimeoutExpired:
-            continue
+        alive = [proc for proc in procs if proc.poll() is None]
+        for proc in alive:
+            if sig == signal.SIGINT and proc in (spare or []):
+                continue
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, sig)
+        deadline = time.time() + wait
+        for proc in alive:
+            try:
+                proc.wait(timeout=max(0.0, deadline - time.time()))
+            except subprocess.TimeoutExpired:
+                continue
+
+
+def _stop(proc: subprocess.Popen, grace_s: float = STOP_GRACE_S) -> None:
+    _stop_all([proc], grace_s)
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="identity-crisis sweep",
-        description="Run a W&B sweep file offline, one subprocess per cell.",
+        description="Run a W&B sweep file offline, one subprocess per cell. Extra "
+        "--section.key=value arguments go to every cell (e.g. --trainer.max_steps=10).",
+        allow_abbrev=False,
     )
     parser.add_argument("sweep_file", help="a sweep YAML, e.g. sweeps/fig3_cnn_depth.yaml")
     parser.add_argument("--out", default=DEFAULT_OUT, help=f"default {DEFAULT_OUT}")
@@ -451,8 +482,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         value = getattr(args, name)
         if value is not None and value < 1:
             parser.error(f"--{name.replace('_', '-')}={value} is not valid; it must be >= 1")
-    if any(not arg.startswith("--") for arg in extra):
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    wrong = next((arg for arg in extra if not OVERRIDE.match(arg)), None)
+    if wrong is not None:
+        flags = [o for a in parser._actions for o in a.option_strings if o.startswith("--")]
+        parser.error(
+            f"unrecognized argument {wrong!r}: the runner's flags are {', '.join(flags)}; "
+            "anything else must be a --section.key=value override for every cell "
+            "(e.g. --trainer.max_steps=10) or --seed_everything=N"
+        )
     args.extra = extra  # passed on to every cell, e.g. --trainer.max_steps=10
     return args
 
@@ -467,17 +504,24 @@ def main(argv: list[str] | None = None) -> None:
         runner = OfflineRunner(
             sweep, args.out, gpus, args.per_gpu, args.workers, args.limit, args.seed, args.extra
         )
+        runner.check()
     except ConfigError as error:
         print(f"identity-crisis sweep: error: {error}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:  # Ctrl-C while checking: nothing started
+        sys.exit(128 + signal.SIGINT)
     if args.dry_run:
         todo, done = runner.plan()
         for cell in runner.cells:
-            mark = "done" if cell in done else ("todo" if cell in todo else "later")
+            mark = "done" if cell in done else "todo" if cell in todo else "later"
+            if mark != "done" and (cell.folder / LOCK_FILE).exists():
+                mark = "held"  # a runner has it now (or had it, if that runner was killed)
             print(f"{cell.index:4d} {mark:5s} {shlex.join(runner.command(cell))}")
         print(f"{len(runner.cells)} cells: {len(done)} done, {len(todo)} would run")
         return
     counts = runner.run()
+    if counts["signal"]:
+        sys.exit(128 + counts["signal"])
     sys.exit(1 if counts["failed"] or counts["interrupted"] else 0)
 
 
@@ -486,3 +530,26 @@ def default_sigint() -> None:
     background job, a process whose Lightning run was interrupted) passes that on, and the cell
     would ignore the SIGINT the runner sends it to stop."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+_PRCTL = None
+
+
+def _cell_preexec(runner_pid: int):
+    """What a cell runs between fork and exec: default_sigint, and on Linux PR_SET_PDEATHSIG so
+    the kernel SIGKILLs the cell when the runner dies, even of a SIGKILL (which the runner cannot
+    catch to stop its cells). prctl is looked up here, in the runner, not in the forked child.
+    Other systems have no such switch: there a SIGKILLed runner's cells train on to their end
+    (their locks go stale, and a rerun redoes them)."""
+    global _PRCTL
+    if _PRCTL is None and sys.platform.startswith("linux"):
+        _PRCTL = ctypes.CDLL(None, use_errno=True).prctl
+
+    def preexec() -> None:
+        default_sigint()
+        if _PRCTL is not None:
+            _PRCTL(PR_SET_PDEATHSIG, int(signal.SIGKILL))
+            if os.getppid() != runner_pid:  # the runner died before the switch was on
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    return preexec

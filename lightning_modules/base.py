@@ -43,6 +43,10 @@ CorrelationThreshold = restricted_number_type(
 # nothing about memorization, and `train/fitted` is 0. Pixels are in [0, 1]; 1e-3 is an RMS
 # error of 0.03 per pixel, well below what an eye sees in a panel.
 DEFAULT_FIT_THRESHOLD = 1e-3
+# A run whose final training MSE is more than this many times its first step's has diverged,
+# even with a finite loss: training only ever brings a working net's loss down, and a net at 10x
+# its random-init error (outputs far outside [0, 1]) has been thrown off by its optimizer.
+DIVERGED_FACTOR = 10.0
 
 
 class IdentityTaskModule(LightningModule):
@@ -97,6 +101,10 @@ class IdentityTaskModule(LightningModule):
         # workers, the test run after fit, a checkpoint). NaN = not measured yet; the training
         # images are captured from the first training batch (empty until then).
         self.register_buffer("final_loss", torch.tensor(float("nan")))
+        # The first step's loss and the last one checked: a run that ends far above where it
+        # started has diverged even when its loss stays finite (DIVERGED_FACTOR).
+        self.first_loss: float | None = None
+        self.last_loss: float | None = None
         self.register_buffer("train_images", torch.empty(0))
         self.register_load_state_dict_pre_hook(_resize_train_images)
         self.test_scores = nn.ModuleDict()
@@ -201,6 +209,8 @@ class IdentityTaskModule(LightningModule):
         loss = F.mse_loss(self(batch), batch)
         if self._loss_is_shown():
             self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
+        if self.first_loss is None:
+            self.first_loss = loss.item()
         if (self.global_step + 1) % self.hparams.check_every == 0:
             self._check_loss(loss.item())
         return loss
@@ -213,6 +223,7 @@ class IdentityTaskModule(LightningModule):
         return trainer.progress_bar_callback is not None or step % trainer.log_every_n_steps == 0
 
     def _check_loss(self, loss: float) -> None:
+        self.last_loss = loss
         if not math.isfinite(loss):
             raise TrainingFailed(
                 f"training diverged: loss {loss} at step {self.global_step + 1} "
@@ -230,6 +241,13 @@ class IdentityTaskModule(LightningModule):
         loss = F.mse_loss(self(images), images).item()
         if not math.isfinite(loss):
             raise TrainingFailed(f"training diverged: final training loss is {loss}")
+        first = self.first_loss
+        if first is not None and loss > DIVERGED_FACTOR * first:
+            raise TrainingFailed(
+                f"training diverged: final training loss {loss:.3g} is more than "
+                f"{DIVERGED_FACTOR:g} x the first step's {first:.3g} "
+                f"(lr={self.hparams.lr:g}, {self.hparams.optimizer})"
+            )
         self.final_loss.fill_(loss)
         summary = {
             "train/final_loss": loss,

@@ -38,7 +38,10 @@ def test_fit_writes_the_run_folder_and_an_offline_wandb_run(capsys, cli_args):
     assert last.startswith("run folder: ")
     run_dir = Path(last.removeprefix("run folder: "))
     assert run_dir.parent.name == "cnn-relu-d2-c4-k5-default-amsgrad0.001wu10-mnist7"
-    assert run_dir.name == "cnn-relu-d2-c4-k5-default-amsgrad0.001wu10-mnist7-s0"
+    # The readable name, then a hash of every key that can change the result.
+    readable, digest = run_dir.name.rsplit("-", 1)
+    assert readable == "cnn-relu-d2-c4-k5-default-amsgrad0.001wu10-mnist7-s0"
+    assert len(digest) == 8 and int(digest, 16) >= 0
     assert "wandb sync" in out
 
     metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -178,13 +181,54 @@ BAD_INPUTS = [
 ]
 
 
-@pytest.mark.parametrize("args, needle", BAD_INPUTS)
-def test_bad_input_is_refused_before_training_in_one_line(capsys, cli_args, args, needle):
-    code, out, err = run_cli(capsys, *args, *cli_args)
+# Found only after a run folder and W&B run existed, or after training, before issue 11: each is
+# now refused first. Paths under {tmp} are made by the test.
+CHECKED_FIRST = [
+    (["--data.image_folder={tmp}/images"], "{tmp}/images/broken.png cannot be read as an image"),
+    (["--data.train_class=11"], "--data.train_class=11: there are no mnist train images"),
+    (["--data.train_index=100000"], "--data.train_index=100000 with --data.num_train=1"),
+    (["--trainer.max_steps=-5"], "--trainer.max_steps=-5 is not valid; it must be >= 0"),
+    (["--trainer.min_steps=-1"], "--trainer.min_steps=-1 is not valid; it must be >= 0"),
+    (["--model.channels=1000000000"], "too large to build"),
+    (["--model.channels=100000"], "parameters: training it with amsgrad needs about"),
+    (["--model.fit_threshold=-1"], "--model.fit_threshold=-1 is not valid; it must be > 0"),
+    (["--model.stop_loss=0"], "--model.stop_loss=0 is not valid"),
+    (["--trainer.accelerator=gpu"], "--trainer.accelerator=gpu"),
+    (["--run.root=/proc/no-runs-here"], "the run folder /proc/no-runs-here"),
+    (["--data.root={tmp}/truncated"], "is corrupt or truncated (md5"),
+]
+
+
+def make_bad_files(tmp: Path, data_root: Path) -> None:
+    """A folder with one image that does not decode, and a data root of truncated archives."""
+    (tmp / "images").mkdir()
+    Image.new("L", (28, 28), 128).save(tmp / "images" / "fine.png")
+    (tmp / "images" / "broken.png").write_bytes(b"not an image")
+    for folder in ("MNIST", "FashionMNIST"):
+        raw = tmp / "truncated" / folder / "raw"
+        raw.mkdir(parents=True)
+        for archive in (data_root / folder / "raw").glob("*.gz"):
+            (raw / archive.name).write_bytes(archive.read_bytes()[:5000])
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    BAD_INPUTS + [(["--config", "configs/cnn.yaml", *a], n) for a, n in CHECKED_FIRST],
+)
+def test_bad_input_is_refused_before_training_in_one_line(
+    capsys, cli_args, data_root, tmp_path, args, needle
+):
+    make_bad_files(tmp_path, data_root)
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    if any(a.startswith("--data.root=") for a in args):
+        cli_args = [a for a in cli_args if not a.startswith("--data.root=")]
+    code, out, err = run_cli(capsys, *cli_args, *args)
     assert code == 2
-    assert needle in err
+    assert needle.replace("{tmp}", str(tmp_path)) in err
     assert "Traceback" not in err + out
+    assert len(err.strip().splitlines()) == 2  # the error and where to look
     assert "run folder" not in out  # nothing ran
+    assert not (tmp_path / "runs").exists()  # and nothing is left behind
 
 
 def test_missing_data_names_the_files_and_where_they_go(capsys, tmp_path):
@@ -195,6 +239,17 @@ def test_missing_data_names_the_files_and_where_they_go(capsys, tmp_path):
     )
     assert code == 2
     assert "train-images-idx3-ubyte.gz" in err and str(empty / "MNIST" / "raw") in err
+
+
+def test_a_finite_blow_up_is_a_diverged_run_too(capsys, cli_args):
+    args = ["--config", "configs/cnn.yaml", "--model.depth=2", "--model.channels=4"]
+    args += ["--model.lr=1000", "--trainer.min_steps=0", "--trainer.max_steps=40"]
+    code, out, err = run_cli(capsys, *args, *cli_args)
+    assert code == 1
+    assert "more than 10 x the first step's" in err
+    run_dir = Path(out.strip().splitlines()[-1].removeprefix("run folder: "))
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["status"] == "failed" and "metrics" not in metrics
 
 
 def test_a_diverged_run_is_recorded_as_failed_not_as_a_result(capsys, cli_args):

@@ -75,7 +75,9 @@ def lightning_config(depth: int, seed: int, run_dir: Path, channels: int = 4) ->
     }
 
 
-def write_run(run_dir: Path, depth: int, seed: int, fitted: bool = True, **config) -> None:
+def write_run(
+    run_dir: Path, depth: int, seed: int, fitted: bool = True, layers: dict | None = None, **config
+) -> None:
     run_dir.mkdir(parents=True)
     metrics = {
         f"test/{s}/{name}": score(depth, seed, s, name)
@@ -94,6 +96,7 @@ def write_run(run_dir: Path, depth: int, seed: int, fitted: bool = True, **confi
                 "model/weights": 90 * depth,
                 "data/train_indices": [15],
                 "metrics": metrics,
+                **({"layers": layers} if layers is not None else {}),
             }
         )
     )
@@ -471,7 +474,9 @@ def test_reads_a_real_fit_run_folder(capsys, data_root, tmp_path):
     assert pixel(grid, 1, 5) == round(255 * float(expected))
     hidden = load_png(out / "hidden_CNN-d2.png")
     trained = load_png(run_dir / "hidden_trained.png")
-    assert hidden.shape == (HIDDEN_STRIP + trained.shape[0], 2 * trained.shape[1] + HIDDEN_GAP, 3)
+    initial = load_png(run_dir / "hidden_init.png")  # narrower: no live-unit notes at init
+    width = initial.shape[1] + trained.shape[1] + HIDDEN_GAP
+    assert hidden.shape == (HIDDEN_STRIP + trained.shape[0], width, 3)
     assert (out / "curves_params.png").is_file()
     if not metrics["fitted"]:
         assert "not fitted" in printed and str(run_dir) in printed
@@ -507,3 +512,22 @@ def test_no_runs_or_a_missing_path_exit_2(capsys, tmp_path):
     assert code == 2 and "'just-an-id'" in err
     code, _, err = run_report(capsys, "--wandb-sweep", "e/p/nope", api=FakeApi({}))
     assert code == 2 and "e/p/nope" in err
+
+
+def test_the_layer_that_lost_the_input_is_named_per_seed_and_mixed_mechanisms_noted(tmp_path):
+    """Issue 16: a constant forced by a dead layer and one reached with the input carried deep
+    must not average together silently."""
+    runs = tmp_path / "runs"
+    for seed, lost in ((0, 2), (1, 2), (2, None)):
+        layers = {"live_share": [1.0, 0.0], "input_share": [0.5, 0.0], "first_blind_layer": lost}
+        write_run(runs / f"d20-s{seed}", depth=20, seed=seed, layers=layers)
+    for seed in (0, 1, 2):  # measured before live units existed: unknown, not "carried"
+        write_run(runs / f"d3-s{seed}", depth=3, seed=seed)
+    out = tmp_path / "report"
+    main(["report", str(runs), "--out", str(out)])
+    report = json.loads((out / "report.json").read_text())
+    columns, rows = report["table"]["columns"], report["table"]["data"]
+    lost = {row[0]: row[columns.index("input lost at layer")] for row in rows}
+    assert lost == {"3": "?", "20": "2, 2, -"}
+    (note,) = [n for n in report["notes"] if "mix two mechanisms" in n]
+    assert "2 of 3 runs lose the input at a hidden layer (2)" in note

@@ -156,6 +156,48 @@ def run_sweep(path, out, *extra, timeout=300):
     )
 
 
+def _default_stop_signals() -> None:
+    """The runner under test must see the signals sent to it, whatever its launcher ignores
+    (a background job's SIGINT, nohup's SIGHUP)."""
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
+
+
+def start_runner(path, out, log: Path, *extra) -> subprocess.Popen:
+    """The runner in the background, its output in `log` (a file: a pipe nobody reads fills)."""
+    with open(log, "w") as output:
+        return subprocess.Popen(
+            [sys.executable, "-m", "identity_crisis.cli", "sweep", str(path), "--out", str(out)]
+            + list(extra),
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+            preexec_fn=_default_stop_signals,
+        )
+
+
+def cell_log(cell: Path) -> str:
+    path = cell / "log.txt"
+    return path.read_text(errors="replace") if path.is_file() else ""
+
+
+def attempts(cell: Path) -> int:
+    """How many times a runner started the cell: each start appends `$ <command>` to its log."""
+    return sum(line.startswith("$ ") for line in cell_log(cell).splitlines())
+
+
+def trainings(cell: Path) -> int:
+    """How many runs of the cell trained and scored to the end: `fit` prints its results table
+    (`final training MSE ...`) only then; an interrupted run does not."""
+    return sum(line.startswith("final training MSE ") for line in cell_log(cell).splitlines())
+
+
+def training_now(cell: Path) -> bool:
+    """A runner holds the cell and its current attempt has started training."""
+    last = cell_log(cell).rsplit("\n$ ", 1)[-1]
+    return (cell / "lock.json").is_file() and not (cell / CELL_DONE).is_file() and "(group" in last
+
+
 TINY = {
     "model.depth": {"values": [1, 2]},
     "model.channels": {"value": 4},
@@ -227,7 +269,7 @@ def test_ctrl_c_stops_the_cells_and_records_nothing_as_done(tmp_path, data_root)
     time.sleep(2)
     runner.send_signal(signal.SIGINT)
     output, _ = runner.communicate(timeout=60)
-    assert runner.returncode == 1
+    assert runner.returncode == 130  # 128 + SIGINT
     assert "0 done" in output and "2 interrupted" in output
     for cell in (out / "tiny").glob("*"):
         assert not (cell / CELL_DONE).exists()

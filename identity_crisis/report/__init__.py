@@ -16,6 +16,9 @@ configurations (runs that share every config value but the seed), and writes int
   `heatmap_<key1>_<key2>_<score>`: the scores against the swept key(s) and the parameter count;
 - `summary.md`: one table row per configuration, then every problem (failed, crashed, unfitted
   runs, broken sweep cells, missing seeds), which are NAMED there and left out of the means;
+  a run folder with a file that cannot be read or used (say a metrics.json that is not a JSON
+  object, or a truncated probe_predictions.npz) is a broken run, named with the file and what is
+  wrong, and the report is built from the other runs;
 - `report.json`: the numbers behind the table and the plots.
 
 The swept keys are the config keys whose values differ between runs (bookkeeping such as the
@@ -43,9 +46,13 @@ from identity_crisis.report.grouping import (
     find_problems,
     follow_note,
     group_configurations,
+    mechanism_note,
+    nothing_fitted,
+    placed,
     problem_line,
     sort_value,
     swept_keys,
+    unplaced_problems,
 )
 from identity_crisis.report.loading import (
     RunRecord,
@@ -99,6 +106,7 @@ def build_report(
     include_unfitted: bool = False,
 ) -> dict:
     """Write every output for these records into `out`; return report.json's content."""
+    everything, records = records, [r for r in records if placed(r)]
     keys, also, follow = swept_keys(records, keys or [])
     seeds = sorted({r.seed for r in records if r.seed is not None}, key=sort_value)
     if seed is None:
@@ -117,12 +125,13 @@ def build_report(
     notes = [f"also varying, so kept apart: {', '.join(also)}"] if also else []
     notes += [follow_note(key, configs) for key in follow]
     hidden_files, hidden_notes = hidden_figures(chosen, seed, out)
-    grid, grid_info = prediction_grid(configs, seed, out)
+    grid, grid_info, grid_notes = prediction_grid(configs, seed, out)
     if grid is None:
         notes.append(
-            f"no prediction grid: no run of seed {seed} has {run_folder.PROBE_PREDICTIONS}"
+            f"no prediction grid: no run of seed {seed} has a usable {run_folder.PROBE_PREDICTIONS}"
         )
-    notes += hidden_notes
+    notes += grid_notes + hidden_notes
+    notes += [note for n in numbers if (note := mechanism_note(n))]
     files = ([grid] if grid else []) + hidden_files + plot_figures(numbers, keys, out)
     report = {
         "sources": sources,
@@ -131,7 +140,9 @@ def build_report(
         "seeds": seeds,
         "include_unfitted": include_unfitted,
         "configurations": numbers,
-        "problems": find_problems(configs, include_unfitted),
+        "unplaced": len(everything) - len(records),
+        "nothing_fitted": nothing_fitted(everything),
+        "problems": find_problems(configs, include_unfitted) + unplaced_problems(everything),
         "grid": grid_info,
         "notes": notes,
         "files": [p.name for p in files],
@@ -219,11 +230,14 @@ def main(argv: list[str] | None = None, api=None) -> None:
         sys.exit(2)
 
     configs = report["configurations"]
+    unplaced = f" (and {report['unplaced']} broken in none)" if report["unplaced"] else ""
     print(
-        f"{sum(c['runs'] for c in configs)} runs in {len(configs)} configuration(s); swept: "
-        f"{', '.join(report['keys']) or 'nothing'}; seeds {report['seeds']}; grid seed "
+        f"{sum(c['runs'] for c in configs)} runs in {len(configs)} configuration(s){unplaced}; "
+        f"swept: {', '.join(report['keys']) or 'nothing'}; seeds {report['seeds']}; grid seed "
         f"{report['seed']}"
     )
+    if report["nothing_fitted"]:
+        print(report["nothing_fitted"])
     for note in report["notes"]:
         print(f"note: {note}")
     print(f"problems ({len(report['problems'])}):" if report["problems"] else "problems: none")

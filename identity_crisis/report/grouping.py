@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -92,7 +93,9 @@ def is_bookkeeping(key: str) -> bool:
 
 
 def is_numeric(value) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+    """A finite number: a value to place on an axis or compare by size (.nan and .inf in a
+    config are categories, like strings)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def sort_value(value):
@@ -278,6 +281,13 @@ def configuration_numbers(config: Configuration, keys: list[str], include_unfitt
         "fitted": sum(r.fitted is True for r in config.runs),
         "used": len(used),
         "final_loss_max": max(losses) if losses else None,
+        # Per used run, in seed order: the first hidden layer that lost the input (None: the
+        # input reaches the output); runs that did not measure it are left out.
+        "input_lost_at": [
+            r.input_lost_at
+            for r in sorted(used, key=lambda r: sort_value(r.seed))
+            if r.layers_measured
+        ],
         "params": params,
         "mean": {k: v["mean"] for k, v in stats.items()},
         "min": {k: v["min"] for k, v in stats.items()},
@@ -286,7 +296,50 @@ def configuration_numbers(config: Configuration, keys: list[str], include_unfitt
     }
 
 
+def mechanism_note(number: dict) -> str | None:
+    """A note where the seeds of one configuration reach their outputs differently (some lose
+    the input at a hidden layer, some carry it through): their means mix two mechanisms."""
+    lost = number["input_lost_at"]
+    blind = [layer for layer in lost if layer is not None]
+    if not blind or len(blind) == len(lost) and len(set(blind)) == 1:
+        return None
+    at = ", ".join(str(layer) for layer in sorted(set(blind)))
+    return (
+        f"{number['label']}: {len(blind)} of {len(lost)} runs lose the input at a hidden layer "
+        f"({at}), the others carry it to the output: the means mix two mechanisms"
+    )
+
+
 # --- problems -----------------------------------------------------------------------------------
+# Where the problem list puts a broken run whose files do not say its configuration.
+NO_CONFIGURATION = "configuration unknown"
+
+
+def placed(record: RunRecord) -> bool:
+    """Whether a run can join a configuration: a broken run with no config at all (its
+    config.yaml unreadable, or a folder that cannot be listed) is only a problem, not a row."""
+    return bool(record.config) or record.status != run_folder.BROKEN
+
+
+def broken_kind(run: RunRecord) -> str:
+    return "broken sweep cell" if run.cell else "broken run"
+
+
+def unplaced_problems(records: list[RunRecord]) -> list[dict]:
+    """The problems of the runs that are in no configuration (see `placed`)."""
+    return [
+        {
+            "kind": broken_kind(run),
+            "configuration": NO_CONFIGURATION,
+            "seed": run.seed,
+            "source": run.source,
+            "detail": f"{run.error}" + (f"; log: {run.log}" if run.log else ""),
+        }
+        for run in records
+        if not placed(run)
+    ]
+
+
 def find_problems(configs: list[Configuration], include_unfitted: bool) -> list[dict]:
     """Everything that is not a clean result, by name: nothing is dropped silently."""
     problems = []
@@ -307,8 +360,7 @@ def find_problems(configs: list[Configuration], include_unfitted: bool) -> list[
         for run in config.runs:
             log = f"; log: {run.log}" if run.log else ""
             if run.status == run_folder.BROKEN:
-                kind = "broken sweep cell" if run.log or run.partial_config else "broken run"
-                add(kind, config, run, f"{run.error}{log}")
+                add(broken_kind(run), config, run, f"{run.error}{log}")
             elif run.status != run_folder.OK:
                 add(run.status, config, run, f"{run.error or 'no error recorded'}{log}")
             elif not run.metrics:
@@ -337,6 +389,29 @@ def find_problems(configs: list[Configuration], include_unfitted: bool) -> list[
                 f"(other configurations have {have})",
             )
     return problems
+
+
+def run_outcome(run: RunRecord) -> str:
+    """One word or two for how a run ended: its status, "no scores", "not fitted" or "fitted"."""
+    if run.status != run_folder.OK:
+        return run.status
+    if not run.metrics:
+        return "no scores"
+    return "fitted" if run.fitted is True else "not fitted"
+
+
+def nothing_fitted(records: list[RunRecord]) -> str | None:
+    """'no run fitted its image: 4 runs, all not fitted' when no run fitted; else None."""
+    outcomes = [run_outcome(r) for r in records]
+    if not outcomes or "fitted" in outcomes:
+        return None
+    counts = {o: outcomes.count(o) for o in sorted(set(outcomes), key=outcomes.index)}
+    runs = f"{len(outcomes)} run{'s' if len(outcomes) != 1 else ''}"
+    if len(counts) == 1:
+        return (
+            f"no run fitted its image: {runs}, {'all ' if len(outcomes) > 1 else ''}{outcomes[0]}"
+        )
+    return f"no run fitted its image: {runs}: " + ", ".join(f"{n} {o}" for o, n in counts.items())
 
 
 def not_fitted_detail(run: RunRecord) -> str:

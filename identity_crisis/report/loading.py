@@ -5,7 +5,6 @@ or from the runs of a W&B sweep (`load_wandb_sweep`); and the report's own W&B r
 from __future__ import annotations
 
 import functools
-import json
 import os
 import re
 import shlex
@@ -19,9 +18,9 @@ from PIL import Image
 
 from identity_crisis import run_folder
 from identity_crisis.errors import ConfigError
+from identity_crisis.report import run_files
+from identity_crisis.report.run_files import SEED_KEY, BadFile
 
-# LightningCLI's name for the seed: the one key that tells the runs of a configuration apart.
-SEED_KEY = "seed_everything"
 # The models' default fit threshold (lightning_modules.base.DEFAULT_FIT_THRESHOLD), for a run
 # whose config does not record one; it only words the "not fitted" problem.
 DEFAULT_FIT_THRESHOLD = 1e-3
@@ -48,7 +47,8 @@ class RunRecord:
 
     `source` is what the problem list names: a run folder, a sweep cell folder or a W&B run path.
     A record built from a sweep cell's parameters alone has `partial_config`: its keys are the
-    swept ones only, so it cannot tell which other keys are constant.
+    swept ones only, so it cannot tell which other keys are constant. `cell`: the record came
+    with a sweep cell (its own or its run folder's).
     """
 
     source: str
@@ -61,6 +61,11 @@ class RunRecord:
     metrics: dict[str, float] = field(default_factory=dict)
     log: str | None = None
     partial_config: bool = False
+    cell: bool = False
+    # The first hidden layer dead or blind to the input (metrics.json's layers); None when the
+    # input reaches the output, or when the run did not measure it (`layers_measured`).
+    input_lost_at: int | None = None
+    layers_measured: bool = False
     predictions: Callable[[], dict | None] = field(default=lambda: None, repr=False)
     hidden: Callable[[str], Image.Image | None] = field(default=lambda kind: None, repr=False)
 
@@ -112,79 +117,132 @@ def numeric_test_scores(source: dict) -> dict[str, float]:
     return dict(sorted(metrics.items()))
 
 
-def read_rgb_png(path: Path) -> Image.Image | None:
-    return Image.open(path).convert("RGB") if path.is_file() else None
+def mark_broken(record: RunRecord, problems: list[str]) -> None:
+    """Make a record broken by these problems (each names its file), keeping what it said."""
+    if not problems:
+        return
+    parts = list(problems)
+    if record.status == run_folder.BROKEN and record.error:
+        parts.append(record.error)
+    elif record.status != run_folder.BROKEN and record.status != run_folder.OK:
+        said = f": {record.error}" if record.error else ""
+        parts.append(f"{run_folder.METRICS} says {record.status}{said}")
+    record.status, record.error = run_folder.BROKEN, "; ".join(parts)
 
 
 # --- local folders ------------------------------------------------------------------------------
-def cell_params(cell: Path) -> dict:
-    """The cell's swept values: from done.json / failed.json, else from the logged command."""
-    for name in (run_folder.CELL_DONE, run_folder.CELL_FAILED):
-        record = run_folder.read_cell_record(cell, name)
-        if record is None:
-            continue
-        if not record:  # unreadable: the logged command still says what the cell ran
-            break
-        return dict(record.get("params") or {})
+def command_params(cell: Path) -> dict:
+    """The swept values from the command on the first line of the cell's log."""
     params = {}
-    command = run_folder.read_cell_command(cell)
-    if command is not None:
-        try:
-            words = shlex.split(command)
-        except ValueError:
-            words = []
-        for word in words:
-            if word.startswith("--") and "=" in word and not word.startswith("--run."):
-                key, value = word[2:].split("=", 1)
+    command = run_files.read_cell_command(cell)
+    try:
+        words = shlex.split(command or "")
+    except ValueError:
+        words = []
+    for word in words:
+        if word.startswith("--") and "=" in word and not word.startswith("--run."):
+            key, value = word[2:].split("=", 1)
+            try:
                 params[key] = yaml.safe_load(value)
+            except yaml.YAMLError:
+                params[key] = value
+    problem = run_files.config_problem(params)
+    if problem:
+        raise BadFile(run_folder.CELL_LOG, f"the command's {problem}")
     return params
 
 
+def read_cell(cell: Path) -> tuple[dict, dict, list[str]]:
+    """(params, records, problems) of a cell: the swept values, from done.json / failed.json or
+    else the logged command; done.json and failed.json by name (None: absent, {}: unreadable);
+    what is wrong with any of its files."""
+    records, problems, params = {}, [], None
+    for name in (run_folder.CELL_DONE, run_folder.CELL_FAILED):
+        try:
+            records[name] = run_files.read_cell_record(cell, name)
+        except BadFile as error:
+            records[name] = {}
+            problems.append(str(error))
+            continue
+        if params is None and records[name] is not None:
+            params = dict(records[name].get("params", {}))
+    if params is None:
+        try:
+            params = command_params(cell)
+        except BadFile as error:
+            params = {}
+            problems.append(str(error))
+    return params, records, problems
+
+
 def run_folder_record(folder: Path) -> RunRecord:
-    """A run folder as a RunRecord; an unreadable metrics.json makes it a broken run."""
+    """A run folder as a RunRecord; a file that cannot be read or used makes it a broken run."""
+    problems = []
     try:
-        summary = run_folder.read_metrics(folder)
-    except (json.JSONDecodeError, OSError) as error:
-        summary = {
-            "status": run_folder.BROKEN,
-            "error": f"unreadable {run_folder.METRICS}: {error}",
-        }
-    config = run_folder.read_config(folder)
-    partial = config is None
-    fitted = summary.get("fitted")
-    return RunRecord(
+        summary = run_files.read_metrics(folder)
+    except BadFile as error:
+        summary = {"status": run_folder.BROKEN}
+        problems.append(str(error))
+    try:
+        config = run_files.read_config(folder)
+    except BadFile as error:
+        config = None
+        problems.append(str(error))
+    problems += run_files.picture_problems(folder)
+    record = RunRecord(
         source=str(folder),
         config=config or {},
-        status=str(summary.get("status", "unknown")),
+        status=summary["status"],
         error=summary.get("error"),
-        fitted=None if fitted is None else bool(fitted),
+        fitted=summary.get("fitted"),
         final_loss=json_number(summary.get("train/final_loss")),
         params=summary.get("model/params"),
         metrics=numeric_test_scores(summary.get("metrics") or {}),
-        partial_config=partial,
-        predictions=functools.partial(run_folder.read_predictions, folder),
-        hidden=lambda kind, folder=folder: read_rgb_png(folder / HIDDEN_FILES[kind]),
+        partial_config=config is None,
+        predictions=functools.partial(run_files.read_predictions, folder),
+        hidden=lambda kind, folder=folder: run_files.read_png(folder / HIDDEN_FILES[kind]),
+    )
+    layers = summary.get("layers")
+    if isinstance(layers, dict) and "first_blind_layer" in layers:
+        lost = layers["first_blind_layer"]
+        record.layers_measured = True
+        record.input_lost_at = lost if isinstance(lost, int) else None
+    mark_broken(record, problems)
+    return record
+
+
+def unreadable_folder(error: OSError) -> RunRecord:
+    """A folder under PATH that cannot be listed: maybe a run, certainly not one to skip."""
+    return RunRecord(
+        source=str(Path(error.filename).resolve()),
+        config={},
+        status=run_folder.BROKEN,
+        error=f"the folder cannot be read ({error.strerror or error})",
+        partial_config=True,
     )
 
 
 def join_cell(cell: Path, run: RunRecord | None) -> RunRecord:
     """Join a sweep cell to its run folder, or record the cell itself as broken."""
-    params = cell_params(cell)
-    record = run_folder.read_cell_record(cell, run_folder.CELL_FAILED)
-    failed = {"reason": f"unreadable {run_folder.CELL_FAILED}"} if record == {} else record or {}
+    params, records, problems = read_cell(cell)
+    failed = records[run_folder.CELL_FAILED]
     log = str(cell / run_folder.CELL_LOG) if (cell / run_folder.CELL_LOG).is_file() else None
     if run is not None:
-        run.log = log
+        run.log, run.cell = log, True
         if run.partial_config:
             run.config = {**params, **run.config}
-        if failed and run.status == run_folder.OK:
+        if problems:
+            mark_broken(run, problems)
+        elif failed is not None and run.status == run_folder.OK:
             # The runner did not count it as done (e.g. the process died after writing scores).
             run.status = run_folder.BROKEN
             run.error = failed.get("reason", "the sweep cell failed")
         return run
-    if failed:
+    if problems:
+        reason = "; ".join(problems)
+    elif failed is not None:
         reason = failed.get("reason", "the sweep cell failed")
-    elif run_folder.cell_done(cell):
+    elif records[run_folder.CELL_DONE] is not None:
         reason = f"{run_folder.CELL_DONE} but no {run_folder.CELL_RUN}/{run_folder.METRICS}"
     else:
         reason = "no result yet: still running, or stopped before it finished"
@@ -195,18 +253,21 @@ def join_cell(cell: Path, run: RunRecord | None) -> RunRecord:
         error=reason,
         log=log,
         partial_config=True,
+        cell=True,
     )
 
 
 def load_local(paths: list[str], skip: Path | None = None) -> list[RunRecord]:
-    """Every run folder and every sweep cell under the paths (each found once)."""
+    """Every run folder and every sweep cell under the paths (each found once), and every folder
+    there that cannot be read, as a broken run."""
     runs: dict[Path, RunRecord] = {}
     cells: set[Path] = set()
+    unreadable: list[OSError] = []
     for path in paths:
         root = Path(path)
         if not root.exists():
             raise ConfigError(f"PATH {path!r} does not exist")
-        for dirpath, dirnames, filenames in os.walk(root):
+        for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable.append):
             folder = Path(dirpath).resolve()
             # W&B's run copies, caches and an earlier report are not runs; skipping them also
             # keeps a walk over runs/ quick.
@@ -219,8 +280,10 @@ def load_local(paths: list[str], skip: Path | None = None) -> list[RunRecord]:
             )
             if run_folder.METRICS in filenames and folder not in runs:
                 runs[folder] = run_folder_record(folder)
-            if run_folder.is_cell(folder, filenames):
+            if run_files.is_cell(folder, filenames):
                 cells.add(folder)
+    for error in unreadable:
+        runs.setdefault(Path(error.filename).resolve(), unreadable_folder(error))
     records = dict(runs)
     for cell in sorted(cells):
         run_dir = (cell / run_folder.CELL_RUN).resolve()
@@ -291,13 +354,13 @@ class WandbRunFiles:
 
     def predictions(self) -> dict | None:
         path = self.path(lambda name: name == run_folder.PROBE_PREDICTIONS)
-        return None if path is None else run_folder.read_predictions(path)
+        return None if path is None else run_files.read_predictions(path)
 
     def hidden(self, kind: str) -> Image.Image | None:
         # ProbePanels logs the panels as images under panels/<stem of the run-folder file>.
         prefix = f"media/images/panels/{Path(HIDDEN_FILES[kind]).stem}"
         path = self.path(lambda name: name.startswith(prefix) and name.endswith(".png"))
-        return None if path is None else read_rgb_png(path)
+        return None if path is None else run_files.read_png(path)
 
 
 def wandb_record(run, where: str, cache: Path) -> RunRecord:

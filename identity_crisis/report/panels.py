@@ -16,6 +16,7 @@ from identity_crisis.errors import ConfigError
 from identity_crisis.images import image_grid, save_png
 from identity_crisis.report.grouping import DEPTH_KEY, Configuration, is_numeric
 from identity_crisis.report.loading import RunRecord
+from identity_crisis.report.run_files import BadFile
 
 # Probe images are 28x28: drawn 3x (nearest, so pixels stay sharp) they are legible at 100%; 2
 # white pixels frame each cell. report.json's "grid" records both, so a cell can be found in the
@@ -59,36 +60,54 @@ def same_shape_rows(arrays: list[np.ndarray | None]) -> list[torch.Tensor]:
     return rows
 
 
-def prediction_grid(configs: list[Configuration], seed, out: Path) -> tuple[Path | None, dict]:
-    """Paper figures 2/3: the inputs, then one row of outputs per configuration."""
-    labels, outputs, sources = [], [], []
+def grid_row(config: Configuration, seed) -> tuple[RunRecord | None, dict | None, str, str | None]:
+    """(run, predictions, label suffix, note) of one configuration's row in the grid: the drawn
+    run's predictions, or why the row is blank; a note when that is a broken or unreadable file."""
+    run = drawn_run(config, seed)
+    if run is None:
+        return None, None, " (no run)", None
+    if run.status == run_folder.BROKEN:
+        why = f"{run.source} is broken ({run.error})"
+        return run, None, " (broken)", f"prediction grid: {config.label} left blank: {why}"
+    if run.status != run_folder.OK:
+        return run, None, f" ({run.status})", None
+    try:
+        data = run.predictions()
+    except BadFile as error:
+        why = f"{run.source}: {error}"
+        return run, None, " (unreadable)", f"prediction grid: {config.label} left blank: {why}"
+    if data is None:
+        return run, None, " (no predictions)", None
+    return run, data, "" if run.fitted else " (unfit)", None
+
+
+def prediction_grid(
+    configs: list[Configuration], seed, out: Path
+) -> tuple[Path | None, dict, list[str]]:
+    """Paper figures 2/3: the inputs, then one row of outputs per configuration; and the notes
+    on rows left blank by a broken run or an unreadable file."""
+    labels, outputs, sources, notes = [], [], [], []
     inputs = None
     for config in configs:
-        run = drawn_run(config, seed)
-        data = run.predictions() if run is not None and run.status == run_folder.OK else None
+        run, data, suffix, note = grid_row(config, seed)
         if data is not None and inputs is None:
             inputs = data["inputs"]
-        if run is None:
-            note = " (no run)"
-        elif data is None:
-            note = f" ({run.status})" if run.status != run_folder.OK else " (no predictions)"
-        else:
-            note = "" if run.fitted else " (unfit)"
-        labels.append(config.label + note)
+        labels.append(config.label + suffix)
         outputs.append(None if data is None else data["outputs"])
         sources.append(None if run is None else run.source)
+        notes += [note] if note else []
     info = {
         "seed": seed,
         "rows": [{"label": lb, "source": s} for lb, s in zip(labels, sources, strict=True)],
     }
     if inputs is None:
-        return None, info
+        return None, info, notes
     rows = same_shape_rows([inputs, *outputs])
     grid = image_grid(
         rows, row_labels=["input", *labels], divider_after=0, scale=GRID_SCALE, pad=GRID_PAD
     )
     info.update(scale=GRID_SCALE, pad=GRID_PAD, columns=int(rows[0].shape[0]))
-    return save_png(grid, out / "prediction_grid.png"), info
+    return save_png(grid, out / "prediction_grid.png"), info, notes
 
 
 def label_font(size: int):
@@ -151,11 +170,20 @@ def hidden_figures(chosen: list[Configuration], seed, out: Path) -> tuple[list[P
     files, notes = [], []
     for config in chosen:
         run = drawn_run(config, seed)
-        trained = run.hidden("trained") if run is not None else None
-        if trained is None:
-            notes.append(f"no hidden maps for {config.label}, seed {seed} (FCN runs have none)")
+        which = f"no hidden maps for {config.label}, seed {seed}"
+        if run is not None and run.status == run_folder.BROKEN:
+            notes.append(f"{which}: {run.source} is broken ({run.error})")
             continue
-        figure = hidden_figure(run.hidden("init"), trained, f"{config.label}, seed {seed}")
+        try:
+            trained = run.hidden("trained") if run is not None else None
+            init = run.hidden("init") if trained is not None else None
+        except BadFile as error:
+            notes.append(f"{which}: {run.source}: {error}")
+            continue
+        if trained is None:
+            notes.append(f"{which} (FCN runs have none)")
+            continue
+        figure = hidden_figure(init, trained, f"{config.label}, seed {seed}")
         path = out / f"hidden_{file_slug(config.label)}.png"
         figure.save(path)
         files.append(path)

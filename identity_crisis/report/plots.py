@@ -165,7 +165,8 @@ def curves_figure(numbers: list[dict], axis: XAxis, x_of, rest: list[str], title
     sets = present_test_sets(numbers)
     groups = line_groups(numbers, rest)
     per_group = bool(rest)
-    columns = len(sets) if per_group else 1
+    # No set at all when no run counts in the means: one empty panel per score, which says so.
+    columns = max(len(sets), 1) if per_group else 1
     fig = new_figure(figsize=(3.6 * columns + 1.5, 6.2))
     axes = np.atleast_2d(fig.subplots(2, columns, squeeze=False, sharex=True))
     for row, score in enumerate(CORRS):
@@ -178,6 +179,8 @@ def curves_figure(numbers: list[dict], axis: XAxis, x_of, rest: list[str], title
                         ax, [(x_of(n), n) for n in members], f"test/{name}/{score}", label, colour
                     )
                 ax.set_title(f"{name}: {score}", fontsize=9)
+            if not sets:
+                axes[row, 0].set_title(score, fontsize=9)
         else:
             ax = axes[row, 0]
             for name, colour in zip(sets, line_colours(len(sets)), strict=True):

@@ -26,12 +26,20 @@ def format_number(value, digits: int = 2) -> str:
     return f"{value:.{digits}f}"
 
 
+def input_lost_text(lost: list[int | None]) -> str:
+    """Per run (seed order), the first hidden layer dead or blind to the input: '2, 2, -' ('-'
+    carries the input to the output); '?' when no run measured it."""
+    if not lost:
+        return "?"
+    return ", ".join("-" if layer is None else str(layer) for layer in lost)
+
+
 def table_rows(numbers: list[dict], keys: list[str]) -> tuple[list[str], list[list[str]]]:
     """The table's column names and one row of texts per configuration."""
     columns = [short_key_name(k, keys) for k in keys] or ["configuration"]
     columns += ["seeds", "fitted/total", "final loss (max)"]
     columns += [f"{title} id / const" for _, title in TABLE_SETS]
-    columns += ["mnist verdicts id / const / neither"]
+    columns += ["mnist verdicts id / const / neither", "input lost at layer"]
     rows = []
     for n in numbers:
         mean = n["mean"]
@@ -44,6 +52,7 @@ def table_rows(numbers: list[dict], keys: list[str]) -> tuple[list[str], list[li
         for name, _ in TABLE_SETS:
             row.append(" / ".join(format_number(mean.get(f"test/{name}/{s}")) for s in CORRS))
         row.append(" / ".join(format_number(mean.get(f"test/mnist/{f}")) for f in VERDICT_FRACS))
+        row.append(input_lost_text(n["input_lost_at"]))
         rows.append(row)
     return columns, rows
 
@@ -64,6 +73,7 @@ def summary_markdown(report: dict, columns: list[str], rows: list[list[str]]) ->
         f"Swept keys: {keys}; seeds: {', '.join(map(str, report['seeds'])) or 'none'}  ",
         f"Means over {which}: {used} of {total} runs. Identity / constant columns are mean "
         "correlations of the output with the input / with the training image.",
+        *(["", f"**{report['nothing_fitted']}**"] if report["nothing_fitted"] else []),
         "",
         "| " + " | ".join(columns) + " |",
         "|" + "---|" * len(columns),

@@ -1,0 +1,142 @@
+"""The offline runner stopped mid-grid by each signal, then rerun: no cell lost, none trained
+twice, no process left behind."""
+
+import signal
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from identity_crisis.locks import process_alive
+from identity_crisis.run_folder import CELL_DONE, CELL_FAILED
+from tests.test_sweeps import (
+    attempts,
+    run_sweep,
+    start_runner,
+    training_now,
+    trainings,
+    write_sweep,
+)
+
+LINUX = sys.platform.startswith("linux")
+# Five one-layer, two-channel nets, each trained a fixed 400 steps (about 2 s: long enough for
+# a signal sent once training has started to land while it trains).
+KILL_CELLS = {
+    "model.depth": {"value": 1},
+    "model.channels": {"value": 2},
+    "model.stop_loss": {"value": None},
+    "trainer.min_steps": {"value": 0},
+    "trainer.max_steps": {"value": 400},
+    "data.test_size": {"value": 4},
+    "data.test_sets": {"value": ["mnist"]},
+    "seed_everything": {"values": [0, 1, 2, 3, 4]},
+}
+# Each stop: the signal and the runner's exit status (Popen's -9 for a SIGKILL).
+STOPS = [
+    (signal.SIGINT, 130),
+    (signal.SIGTERM, 143),
+    (signal.SIGHUP, 129),
+    (signal.SIGKILL, -9),
+]
+
+
+def process_tree(pid: int) -> list[tuple[int, str]]:
+    """(pid, start time) of every descendant of `pid`: the cells, their W&B service processes."""
+    children: dict[int, list[tuple[int, str]]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append((int(entry.name), fields[19]))
+    tree, stack = [], [pid]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            tree.append(child)
+            stack.append(child[0])
+    return tree
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def survivors(tree: list[tuple[int, str]], wait_s: float = 20.0) -> list[int]:
+    """The processes of `tree` still alive after up to `wait_s` seconds (W&B's service processes
+    notice their parent is gone within a few)."""
+    deadline = time.time() + wait_s
+    while True:
+        alive = [pid for pid, start in tree if process_alive(pid, start)]
+        if not alive or time.time() > deadline:
+            return alive
+        time.sleep(0.2)
+
+
+def wait_for(predicate, runner, log: Path, timeout: float = 300.0) -> None:
+    deadline = time.time() + timeout
+    while not predicate():
+        if runner.poll() is not None:
+            pytest.fail(f"the runner ended early ({runner.returncode}):\n{log.read_text()}")
+        if time.time() > deadline:
+            runner.kill()
+            pytest.fail(f"timed out waiting for the runner:\n{log.read_text()}")
+        time.sleep(0.1)
+
+
+@pytest.mark.skipif(not LINUX, reason="PR_SET_PDEATHSIG and /proc are Linux's")
+def test_each_stop_signal_mid_grid_then_a_rerun_loses_and_repeats_nothing(tmp_path, data_root):
+    path = write_sweep(tmp_path, KILL_CELLS)
+    out, root = tmp_path / "out", f"--data.root={data_root}"
+    sweep_dir = out / "tiny"
+    measured = []
+    # Runner k finishes the cell runner k-1 left (or the first) and is stopped while it trains
+    # the next: a done cell behind it, one running, the rest never started.
+    for k, (sig, status) in enumerate(STOPS):
+        log = tmp_path / f"runner-{k}.log"
+        runner = start_runner(path, out, log, "--workers", "1", root)
+
+        def mid_grid(k=k):
+            cells = [cell for cell in sweep_dir.glob("*") if cell.is_dir()]
+            done = sum((cell / CELL_DONE).is_file() for cell in cells)
+            return done >= k + 1 and any(training_now(cell) for cell in cells)
+
+        wait_for(mid_grid, runner, log)
+        (running,) = [cell for cell in sweep_dir.iterdir() if training_now(cell)]
+        tree = process_tree(runner.pid)
+        assert any(str(running) in cmdline(pid) for pid, _ in tree), "the cell's process"
+        runner.send_signal(sig)
+        assert runner.wait(timeout=60) == status, log.read_text()
+        orphans = survivors(tree)
+        measured.append((sig.name, running, len(tree), orphans))
+        assert not orphans, f"{sig.name}: processes left behind: {orphans}"
+        assert not (running / CELL_DONE).exists()
+        if sig != signal.SIGKILL:
+            reason = (running / CELL_FAILED).read_text()
+            assert f"interrupted ({sig.name})" in reason, log.read_text()
+            assert not list(sweep_dir.glob("*/lock.json")), "a stopped runner released its locks"
+        else:  # nothing could run in the runner: its lock stays, for the rerun to take over
+            assert (running / "lock.json").is_file()
+
+    final = run_sweep(path, out, "--workers", "1", root)
+    assert final.returncode == 0, final.stdout + final.stderr
+    assert "take over" in final.stdout and "is gone" in final.stdout
+    cells = sorted(sweep_dir.iterdir())
+    lost = 5 - sum((cell / CELL_DONE).is_file() for cell in cells)
+    duplicated = [cell.name for cell in cells if trainings(cell) != 1]
+    for name, running, processes, orphans in measured:
+        print(
+            f"{name}: stopped {running.name[-8:]} -> done {(running / CELL_DONE).is_file()}, "
+            f"trained {trainings(running)}x in {attempts(running)} starts, "
+            f"orphans {len(orphans)} of {processes} processes under the runner"
+        )
+    print(f"after the rerun: {len(cells)} cells, lost {lost}, trained more than once {duplicated}")
+    assert len(cells) == 5 and lost == 0 and not duplicated
+    # Every stopped cell was started again once, the first cell (done before any stop) once.
+    assert sorted(attempts(cell) for cell in cells) == [1, 2, 2, 2, 2]
+    assert not list(sweep_dir.glob("*/lock.json")) and not list(sweep_dir.glob("*/failed.json"))

@@ -1,0 +1,170 @@
+"""The cell lock (taken once, taken over only from a runner that is gone), and what the runner
+refuses before anything starts: a mistyped flag, a cell the CLI would reject. No training here."""
+
+import json
+import multiprocessing
+import os
+import socket
+import subprocess
+import time
+
+import pytest
+
+from identity_crisis.locks import LOCK_FILE, STALE_S, FolderLock
+from identity_crisis.run_folder import CELL_DONE, write_cell_done
+from identity_crisis.sweep import OfflineRunner, load_sweep, main, parse_args
+from tests.test_sweeps import write_sweep
+
+
+def dead_pid() -> int:
+    process = subprocess.Popen(["true"])
+    process.wait()
+    return process.pid
+
+
+def plant(folder, **changes) -> dict:
+    """A lock.json as a runner writes it, with some fields changed."""
+    folder.mkdir(parents=True, exist_ok=True)
+    record = FolderLock(folder).record() | changes
+    (folder / LOCK_FILE).write_text(json.dumps(record))
+    return record
+
+
+def test_a_free_lock_is_taken_once_held_with_a_heartbeat_and_released(tmp_path):
+    first, second = FolderLock(tmp_path / "cell"), FolderLock(tmp_path / "cell")
+    assert first.acquire() and not second.acquire()
+    owner = json.loads((tmp_path / "cell" / LOCK_FILE).read_text())
+    assert owner["pid"] == os.getpid() and owner["host"] == socket.gethostname()
+    assert {"started", "heartbeat", "token"} <= set(owner)
+    time.sleep(0.01)
+    assert first.heartbeat(every_s=0)
+    beat = json.loads((tmp_path / "cell" / LOCK_FILE).read_text())["heartbeat"]
+    assert beat > owner["heartbeat"]
+    first.release()
+    assert not (tmp_path / "cell" / LOCK_FILE).exists()
+    assert second.acquire() and second.took_over is None
+    assert sorted(p.name for p in (tmp_path / "cell").iterdir()) == [LOCK_FILE]  # no litter
+
+
+@pytest.mark.parametrize(
+    "changes, taken",
+    [
+        ({"pid": "dead"}, True),  # this host, the runner's process is gone
+        ({"pid_start": "1"}, True),  # this host, the PID now belongs to a newer process
+        ({}, False),  # this host, alive (this very process)
+        ({"host": "elsewhere"}, False),  # another host, heartbeat fresh
+        ({"host": "elsewhere", "heartbeat": time.time() - STALE_S - 5}, True),  # silent
+        ({"heartbeat": time.time() - STALE_S - 5}, True),  # alive here but hung
+    ],
+)
+def test_a_lock_is_taken_over_only_when_its_owner_is_gone(tmp_path, changes, taken):
+    if changes.get("pid") == "dead":
+        changes = {"pid": dead_pid()}
+    planted = plant(tmp_path / "cell", **changes)
+    lock = FolderLock(tmp_path / "cell")
+    assert lock.acquire() == taken
+    owner = json.loads((tmp_path / "cell" / LOCK_FILE).read_text())
+    assert owner["token"] == (lock.token if taken else planted["token"])
+    assert (lock.took_over is not None) == taken
+
+
+def test_an_unreadable_lock_is_taken_over_once_it_is_old(tmp_path):
+    folder = tmp_path / "cell"
+    folder.mkdir()
+    (folder / LOCK_FILE).write_text("{half a rec")
+    assert not FolderLock(folder).acquire()
+    old = time.time() - STALE_S - 5
+    os.utime(folder / LOCK_FILE, (old, old))
+    assert FolderLock(folder).acquire()
+
+
+def test_an_owner_that_lost_its_lock_knows_and_leaves_the_new_one(tmp_path):
+    old, new = FolderLock(tmp_path / "cell"), FolderLock(tmp_path / "cell")
+    assert old.acquire()
+    record = json.loads((tmp_path / "cell" / LOCK_FILE).read_text())
+    record["heartbeat"] -= STALE_S + 5  # as if the old owner had been stopped for minutes
+    (tmp_path / "cell" / LOCK_FILE).write_text(json.dumps(record))
+    assert new.acquire() and "no heartbeat" in new.took_over
+    assert not old.heartbeat(every_s=0) and not old.held
+    old.release()
+    assert new.owns()
+
+
+def _race(folder, barrier, results) -> None:
+    lock = FolderLock(folder)
+    barrier.wait()
+    results.put(lock.acquire())
+
+
+@pytest.mark.parametrize("stale", [False, True])
+def test_of_many_racing_runners_exactly_one_gets_the_lock(tmp_path, stale):
+    folder = tmp_path / "cell"
+    if stale:
+        plant(folder, pid=dead_pid())
+    context = multiprocessing.get_context("fork")
+    barrier, results = context.Barrier(8), context.Queue()
+    racers = [context.Process(target=_race, args=(folder, barrier, results)) for _ in range(8)]
+    for racer in racers:
+        racer.start()
+    for racer in racers:
+        racer.join(timeout=30)
+    wins = [results.get(timeout=5) for _ in racers]
+    assert wins.count(True) == 1
+
+
+@pytest.mark.parametrize("argv", [["--dryrun"], ["--work", "2"], ["--foo=1"], ["extra"]])
+def test_a_mistyped_runner_flag_is_refused_with_the_runners_flags(argv, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        parse_args(["sweeps/fig3_cnn_depth.yaml", *argv])
+    assert exit_.value.code == 2
+    error = capsys.readouterr().err
+    assert argv[0] in error and "--dry-run" in error and "--workers" in error
+
+
+def test_overrides_for_every_cell_pass_and_runner_flags_need_their_exact_name():
+    args = parse_args(
+        ["f.yaml", "--dry-run", "--workers", "2", "--trainer.max_steps=10", "--seed_everything=3"]
+    )
+    assert args.dry_run and args.workers == 2
+    assert args.extra == ["--trainer.max_steps=10", "--seed_everything=3"]
+
+
+def test_a_smoke_test_with_overrides_never_marks_the_real_cells_done(tmp_path):
+    sweep = load_sweep(write_sweep(tmp_path, {"model.depth": {"values": [1, 2]}}))
+    real = OfflineRunner(sweep, tmp_path / "out", workers=1)
+    smoke = OfflineRunner(sweep, tmp_path / "out", workers=1, extra_args=["--trainer.max_steps=10"])
+    other = OfflineRunner(sweep, tmp_path / "out", workers=1, extra_args=["--trainer.max_steps=20"])
+    assert [c.folder.name.split("-")[0] for c in smoke.cells] == ["depth=1", "depth=2"]
+    folders = [{c.folder for c in r.cells} for r in (real, smoke, other)]
+    assert not (folders[0] & folders[1]) and not (folders[1] & folders[2])
+    for cell in smoke.cells:  # the smoke test ran
+        cell.folder.mkdir(parents=True)
+        write_cell_done(cell.folder, cell.params, 1.0, smoke.command(cell), smoke.extra_args)
+    assert len(smoke.plan()[1]) == 2 and real.plan() == (real.cells, [])
+    record = json.loads((smoke.cells[0].folder / CELL_DONE).read_text())
+    assert record["command"][-1] == "--trainer.max_steps=10"
+    assert record["overrides"] == ["--trainer.max_steps=10"] and "seconds" in record
+
+
+def test_a_cell_the_cli_would_refuse_stops_the_sweep_before_anything_starts(tmp_path, capsys):
+    parameters = {"model.depth": {"values": [1, 0]}, "seed_everything": {"value": 0}}
+    path = write_sweep(tmp_path, parameters)
+    with pytest.raises(SystemExit) as exit_:
+        main([str(path), "--out", str(tmp_path / "out"), "--trainer.max_steps=5"])
+    assert exit_.value.code == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1, error
+    assert "cell 1 (model.depth=0 seed_everything=0)" in error
+    assert "--model.depth=0 is not valid" in error
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_unknown_key_in_the_sweep_file_is_refused_in_one_line(tmp_path, capsys):
+    path = write_sweep(tmp_path, {"model.depht": {"value": 1}, "seed_everything": {"value": 0}})
+    with pytest.raises(SystemExit) as exit_:
+        main([str(path), "--out", str(tmp_path / "out"), "--dry-run"])
+    assert exit_.value.code == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "cell 0 (model.depht=1" in error
+    assert "depht" in error.split("):", 1)[1]
+    assert not (tmp_path / "out").exists()
