@@ -39,6 +39,8 @@ from datamodules.errors import DataConfigError
 from datamodules.single_example import SingleExampleDataModule
 from identity_crisis import preflight, run_folder
 from identity_crisis.callbacks import FailureRecord, KeepWeights, ProbePanels, RunSummary
+from identity_crisis.commands import COMMANDS, LIGHTNING_COMMANDS
+from identity_crisis.commands import main as commands_main
 from identity_crisis.errors import ConfigError
 from identity_crisis.tracking import finish_wandb, load_env_file, resolve_wandb_mode
 from identity_crisis.trainer_defaults import TRAINER_DEFAULTS
@@ -46,13 +48,6 @@ from lightning_modules.base import IdentityTaskModule
 from lightning_modules.errors import ModelConfigError, TrainingFailed
 
 RUN_DIR_ENV = "IDC_RUN_DIR"
-# Subcommands beside LightningCLI's `fit`, each a module with main(argv).
-OTHER_COMMANDS = {
-    "sweep": "identity_crisis.sweep",
-    "report": "identity_crisis.report",
-    "theory": "identity_crisis.theory",
-    "init-signal": "identity_crisis.init_signal",
-}
 DEFAULT_PROJECT = "identity-crisis"
 
 # A bad value, from whichever layer checks it: one line and exit 2, no traceback.
@@ -396,9 +391,8 @@ def wandb_args(argv: list[str]) -> list[str]:
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the `identity-crisis` console command."""
     argv = wandb_args(sys.argv[1:] if argv is None else list(argv))
-    if argv and argv[0] in OTHER_COMMANDS:
-        module = importlib.import_module(OTHER_COMMANDS[argv[0]])
-        return module.main(argv[1:])
+    if argv and argv[0] in COMMANDS and argv[0] not in LIGHTNING_COMMANDS:
+        return commands_main(argv)  # `python identity_crisis/cli.py sweep ...` still works
     warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter is intended")
     load_env_file()
     resolve_wandb_mode()

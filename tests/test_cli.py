@@ -285,3 +285,15 @@ def test_no_module_beside_the_cli_shadows_the_standard_library():
     package = Path(__file__).resolve().parents[1] / "identity_crisis"
     names = {path.stem for path in package.glob("*.py")}
     assert not names & set(sys.stdlib_module_names)
+
+
+def test_help_lists_every_subcommand_without_importing_torch():
+    code = (
+        "import sys; from identity_crisis.commands import main; main(['--help']); "
+        "assert 'torch' not in sys.modules and 'wandb' not in sys.modules, 'heavy import'"
+    )
+    repo = Path(__file__).resolve().parent.parent
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=repo)
+    assert done.returncode == 0, done.stderr
+    for name in ("fit", "test", "sweep", "report", "theory", "init-signal"):
+        assert f"\n  {name} " in done.stdout

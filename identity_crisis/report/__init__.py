@@ -59,6 +59,7 @@ from identity_crisis.report.loading import (
     load_local,
     load_wandb_sweep,
     log_report_to_wandb,
+    shown_path,
     wandb_api,
 )
 from identity_crisis.report.panels import (
@@ -212,7 +213,7 @@ def main(argv: list[str] | None = None, api=None) -> None:
     out = Path(args.out).resolve()
     try:
         records = load_local(args.paths, skip=out) if args.paths else []
-        sources = [str(Path(p).resolve()) for p in args.paths]
+        sources = [shown_path(str(Path(p).resolve())) for p in args.paths]
         if args.wandb_sweep:
             load_env_file()
             records += load_wandb_sweep(args.wandb_sweep, api or wandb_api(), out / "wandb-files")

@@ -13,7 +13,7 @@ import numpy as np
 
 from identity_crisis import run_folder
 from identity_crisis.errors import ConfigError
-from identity_crisis.report.loading import SEED_KEY, RunRecord
+from identity_crisis.report.loading import SEED_KEY, RunRecord, shown_path
 
 # The key of the paper's figure 3/4 sweeps: a configuration of one family with no swept key is
 # labelled by it ("CNN d5"), and the hidden-map figures (--hidden) are chosen by it.
@@ -332,7 +332,7 @@ def unplaced_problems(records: list[RunRecord]) -> list[dict]:
             "kind": broken_kind(run),
             "configuration": NO_CONFIGURATION,
             "seed": run.seed,
-            "source": run.source,
+            "source": shown_path(run.source),
             "detail": f"{run.error}" + (f"; log: {run.log}" if run.log else ""),
         }
         for run in records
@@ -350,7 +350,7 @@ def find_problems(configs: list[Configuration], include_unfitted: bool) -> list[
                 "kind": kind,
                 "configuration": config.label,
                 "seed": None if run is None else run.seed,
-                "source": None if run is None else run.source,
+                "source": None if run is None else shown_path(run.source),
                 "detail": detail,
             }
         )

@@ -423,3 +423,14 @@ def log_report_to_wandb(out: Path, files: list[Path], sweep_path: str, table: di
     run.finish()
     if offline:
         print(f"W&B ran offline; upload the report run with: wandb sync {run_path}")
+
+
+def shown_path(path: str | None) -> str | None:
+    """A path as reports write it: relative to the current folder when it lies inside it, so a
+    report committed with the project names no machine's absolute paths."""
+    if path is None or path.startswith("wandb:"):
+        return path
+    try:
+        return os.path.relpath(path) if Path(path).resolve().is_relative_to(Path.cwd()) else path
+    except (OSError, ValueError):
+        return path

@@ -15,7 +15,7 @@ from identity_crisis import run_folder
 from identity_crisis.errors import ConfigError
 from identity_crisis.images import image_grid, save_png
 from identity_crisis.report.grouping import DEPTH_KEY, Configuration, is_numeric
-from identity_crisis.report.loading import RunRecord
+from identity_crisis.report.loading import RunRecord, shown_path
 from identity_crisis.report.run_files import BadFile
 
 # Probe images are 28x28: drawn 3x (nearest, so pixels stay sharp) they are legible at 100%; 2
@@ -98,7 +98,9 @@ def prediction_grid(
         notes += [note] if note else []
     info = {
         "seed": seed,
-        "rows": [{"label": lb, "source": s} for lb, s in zip(labels, sources, strict=True)],
+        "rows": [
+            {"label": lb, "source": shown_path(s)} for lb, s in zip(labels, sources, strict=True)
+        ],
     }
     if inputs is None:
         return None, info, notes
