@@ -81,3 +81,16 @@ def check_memory(class_path: str, init_args: dict, accelerator: str) -> int:
             f"channels, width or depth"
         )
     return needed
+
+
+def check_output_folder(out: Path, marker: str, what: str, replace: bool) -> None:
+    """An output folder (`report --out`, `theory --out`) is never written over silently: one that
+    holds an earlier `what` (its `marker` file) is refused unless `replace`; it must be
+    writable."""
+    out = Path(out)
+    if (out / marker).exists() and not replace:
+        raise ConfigError(
+            f"--out {out} already holds a {what} ({marker}); pass --replace to write over it, "
+            f"or choose another --out"
+        )
+    check_writable(out, "--out")

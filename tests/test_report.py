@@ -271,6 +271,8 @@ def test_hidden_option_and_include_unfitted(capsys, depth_sweep):
     notes.write_text("keep me")
     args = [depth_sweep.root, "--out", depth_sweep.out, "--hidden", "2", "--include-unfitted"]
     code, _, err = run_report(capsys, *args)
+    assert code == 2 and "already holds a report" in err and "--replace" in err  # never silently
+    code, _, err = run_report(capsys, *args, "--replace")
     assert code == 0, err
     # The last report's hidden maps (depths 1 and 3) are gone; nothing else was touched.
     assert [p.name for p in depth_sweep.out.glob("hidden_*.png")] == ["hidden_depth-2.png"]

@@ -396,7 +396,7 @@ def test_nothing_fitted_counts_each_outcome_and_goes_with_one_fitted_run(
     assert code == 0, err
     assert "no run fitted its image: 3 runs: 1 crashed, 2 not fitted" in printed.splitlines()
     write_run(root / "d3", 3, 0)
-    code, printed, err = run_report(capsys, root, "--out", out)
+    code, printed, err = run_report(capsys, root, "--out", out, "--replace")
     assert code == 0, err
     assert "no run fitted" not in printed + (out / "summary.md").read_text()
     assert json.loads((out / "report.json").read_text())["nothing_fitted"] is None

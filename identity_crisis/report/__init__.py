@@ -37,7 +37,7 @@ import json
 import sys
 from pathlib import Path
 
-from identity_crisis import run_folder
+from identity_crisis import preflight, run_folder
 from identity_crisis.errors import ConfigError, int_list
 from identity_crisis.jsonio import write_json
 from identity_crisis.report.grouping import (
@@ -179,6 +179,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("paths", nargs="*", metavar="PATH", help="folders holding run folders")
     parser.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
     parser.add_argument(
+        "--replace", action="store_true", help="write over an earlier report in --out"
+    )
+    parser.add_argument(
         "--key",
         action="append",
         default=[],
@@ -212,6 +215,7 @@ def main(argv: list[str] | None = None, api=None) -> None:
     args = parse_args(sys.argv[1:] if argv is None else list(argv))
     out = Path(args.out).resolve()
     try:
+        preflight.check_output_folder(out, "report.json", "report", args.replace)
         records = load_local(args.paths, skip=out) if args.paths else []
         sources = [shown_path(str(Path(p).resolve())) for p in args.paths]
         if args.wandb_sweep:

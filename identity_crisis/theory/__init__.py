@@ -41,6 +41,7 @@ import time
 from pathlib import Path
 
 from datamodules import SingleExampleDataModule
+from identity_crisis import preflight
 from identity_crisis.errors import ConfigError, check_positive
 from identity_crisis.theory.checks import (
     CONVERGED,
@@ -162,6 +163,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument("--test-size", type=int, default=100, help="images per test set")
     parser.add_argument("--out", default=DEFAULT_OUT, help="report folder (default %(default)s)")
+    parser.add_argument(
+        "--replace", action="store_true", help="write over an earlier theory report in --out"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the initial weights")
     parser.add_argument(
         "--momentum",
@@ -237,6 +241,7 @@ def main(argv: list[str] | None = None) -> None:
     """`identity-crisis theory [options]`: see the module docstring."""
     try:
         args = parse_args(sys.argv[1:] if argv is None else list(argv))
+        preflight.check_output_folder(Path(args.out), "theory.json", "theory report", args.replace)
         report = run(args)
     except TrainingFailed as error:
         print(f"identity-crisis theory: run failed: {error}", file=sys.stderr)
