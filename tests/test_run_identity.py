@@ -15,20 +15,11 @@ import pytest
 
 from identity_crisis import run_folder
 from identity_crisis.cli import main
+from tests.test_cli import run_cli as fit
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = ["--config", "configs/cnn.yaml", "--model.depth=2", "--model.channels=4"]
 TINY += ["--trainer.min_steps=0", "--data.test_size=8"]
-
-
-def fit(capsys, *args) -> tuple[int, str, str]:
-    try:
-        main(["fit", *args])
-        code = 0
-    except SystemExit as exit:
-        code = exit.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def folder_of(out: str) -> Path:
