@@ -35,8 +35,15 @@ def layer_notes(layer_results: dict) -> list[str]:
     for live, carried in zip(
         layer_results.get("live_share", []), layer_results.get("input_share", []), strict=True
     ):
-        notes.append("dead" if live == 0 else f"{live:.0%} live, {carried:.0%} input")
+        notes.append("dead" if live == 0 else f"{share(live)} live, {share(carried)} input")
     return notes
+
+
+def share(value: float) -> str:
+    """A share as a percentage that never rounds a small one to 0% (0 is only for none)."""
+    if value == 0 or value >= 0.01:
+        return f"{value:.0%}"
+    return f"{value * 100:.1g}%"
 
 
 class ProbePanels(Callback):

@@ -70,3 +70,10 @@ def test_a_live_but_input_independent_layer_is_named(inputs):
     assert result["live_share"][1] == 1.0
     assert result["input_share"][1] == pytest.approx(0.0, abs=1e-12)
     assert result["first_blind_layer"] == 2
+
+
+def test_the_hidden_map_labels_never_round_a_live_share_to_zero():
+    from identity_crisis.callbacks import layer_notes
+
+    notes = layer_notes({"live_share": [0.58, 0.004, 0.0], "input_share": [0.5, 2e-4, 0.0]})
+    assert notes == ["58% live, 50% input", "0.4% live, 0.02% input", "dead"]

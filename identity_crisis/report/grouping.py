@@ -333,7 +333,7 @@ def unplaced_problems(records: list[RunRecord]) -> list[dict]:
             "configuration": NO_CONFIGURATION,
             "seed": run.seed,
             "source": shown_path(run.source),
-            "detail": f"{run.error}" + (f"; log: {run.log}" if run.log else ""),
+            "detail": f"{run.error}" + (f"; log: {shown_path(run.log)}" if run.log else ""),
         }
         for run in records
         if not placed(run)
@@ -358,7 +358,7 @@ def find_problems(configs: list[Configuration], include_unfitted: bool) -> list[
     all_seeds = {r.seed for c in configs for r in c.runs if r.seed is not None}
     for config in configs:
         for run in config.runs:
-            log = f"; log: {run.log}" if run.log else ""
+            log = f"; log: {shown_path(run.log)}" if run.log else ""
             if run.status == run_folder.BROKEN:
                 add(broken_kind(run), config, run, f"{run.error}{log}")
             elif run.status != run_folder.OK:
