@@ -31,6 +31,7 @@ import numpy as np
 import yaml
 
 from identity_crisis.jsonio import write_json
+from identity_crisis.locks import process_alive
 
 METRICS = "metrics.json"
 CONFIG = "config.yaml"
@@ -263,7 +264,8 @@ def lock_owner(run_dir: Path) -> dict | None:
         owner = json.loads((Path(run_dir) / LOCK).read_text())
     except (OSError, ValueError):
         return None
-    if owner.get("host") == socket.gethostname() and not _alive(int(owner.get("pid", 0))):
+    pid = int(owner.get("pid", 0))
+    if owner.get("host") == socket.gethostname() and (pid <= 0 or not process_alive(pid)):
         return None
     return owner
 
@@ -290,15 +292,3 @@ def release_lock(run_dir: Path) -> None:
             path.unlink()
     except (OSError, ValueError):
         pass
-
-
-def _alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
