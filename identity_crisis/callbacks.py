@@ -8,17 +8,25 @@ W&B as well when a WandbLogger is attached.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import torch
+from matplotlib.figure import Figure
 from pytorch_lightning import Callback, LightningModule, Trainer
 from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from identity_crisis import run_folder
-from identity_crisis.images import hidden_layer_grid, image_grid, save_png
+from identity_crisis.images import (
+    figure_rgb,
+    fit_status,
+    hidden_maps_figure,
+    probe_panel_figure,
+    save_png,
+)
 from identity_crisis.tracking import finish_wandb
 from lightning_modules.errors import TrainingFailed
 from lightning_modules.metrics import VERDICTS, per_image_scores
@@ -46,12 +54,23 @@ def share(value: float) -> str:
     return f"{value * 100:.1g}%"
 
 
+def run_title(trainer: Trainer, pl_module: LightningModule) -> str:
+    """The run's name as `fit` derives it (model and data name parts, then the seed), for the
+    figures' titles: a sweep cell's folder is only called `run`."""
+    parts = [*pl_module.name_parts(), *trainer.datamodule.name_parts()]
+    # seed_everything leaves the seed here; a run without one has no seed to name.
+    seed = os.environ.get("PL_GLOBAL_SEED")
+    return "-".join(parts) + (f"-s{seed}" if seed is not None else "")
+
+
 class ProbePanels(Callback):
     """After testing, run the data module's probe inputs through the net and write:
 
-    - `probe_panel.png`: inputs over outputs, the training image first behind a red divider;
+    - `probe_panel.png`: the run's name and fit as a title, inputs over outputs, the training
+      image first behind a red divider, each output's identity / constant correlation under it;
     - `hidden_trained.png`, `hidden_init.png` (families with image-shaped layers): one channel-mean
-      map per layer, for the trained net and for the same net at initialization;
+      map per layer, for the trained net and for the same net at initialization, each row
+      labelled (dead and flat layers said so) above the colour scales;
     - `probe_predictions.npz`: inputs, outputs and per-probe scores, for reports;
     - W&B: the panels as uint8 images and a `probe/scores` table.
     """
@@ -59,6 +78,7 @@ class ProbePanels(Callback):
     def __init__(self, hidden_maps: bool = True):
         self.hidden_maps = hidden_maps
         self.initial_state: dict[str, torch.Tensor] | None = None
+        self.figures: dict[str, Figure] = {}
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self.hidden_maps:
@@ -81,20 +101,30 @@ class ProbePanels(Callback):
         scores = per_image_scores(probes, outputs, pl_module.constant_targets(outputs), threshold)
         scores = {k: v.cpu().numpy() for k, v in scores.items()}
         inputs, outputs = probes.float().cpu(), outputs.float().cpu()
-        panels = {
-            run_folder.PROBE_PANEL: image_grid(
-                [inputs, outputs.clamp(0, 1)], row_labels=["input", "output"], divider_after=0
+        name = run_title(trainer, pl_module)
+        status = fit_status(pl_module.fitted, pl_module.final_train_loss)
+        figures = {
+            run_folder.PROBE_PANEL: probe_panel_figure(
+                inputs, outputs, scores, title=f"{name}: {status}", threshold=threshold
             )
         }
         trained = self._maps(pl_module, probes) if self.hidden_maps else None
         if trained is not None:
-            notes = layer_notes(pl_module.layer_results)
-            panels[run_folder.HIDDEN_TRAINED] = hidden_layer_grid(
-                inputs, trained, layer_notes=notes
+            figures[run_folder.HIDDEN_TRAINED] = hidden_maps_figure(
+                inputs,
+                trained,
+                title=f"hidden layers, trained ({status})\n{name}",
+                layer_notes=layer_notes(pl_module.layer_results),
             )
             if self.initial_state is not None:
-                initial = self._initial_maps(pl_module, probes)
-                panels[run_folder.HIDDEN_INIT] = hidden_layer_grid(inputs, initial)
+                figures[run_folder.HIDDEN_INIT] = hidden_maps_figure(
+                    inputs,
+                    self._initial_maps(pl_module, probes),
+                    title=f"hidden layers at random init (before training)\n{name}",
+                )
+        # Kept for whoever holds the callback (tests, notebooks): the text is in the figures.
+        self.figures = figures
+        panels = {filename: figure_rgb(figure) for filename, figure in figures.items()}
         for filename, panel in panels.items():
             save_png(panel, run_dir / filename)
         predictions = run_folder.write_predictions(

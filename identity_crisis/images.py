@@ -15,11 +15,21 @@ from collections.abc import Sequence
 import matplotlib
 import numpy as np
 import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg, RendererAgg
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
+from matplotlib.figure import Figure
+from matplotlib.font_manager import FontProperties
 from PIL import Image, ImageDraw, ImageFont
+
+from lightning_modules.metrics import DEFAULT_VERDICT_THRESHOLD, VERDICTS, is_flat
 
 WHITE = (255, 255, 255)
 BLACK = (0, 0, 0)
 DIVIDER_RED = (220, 20, 40)
+DIVIDER_RED_HEX = "#dc1428"
+# Hidden maps run blue -> green, the look of the paper's figure 4.
+HIDDEN_CMAP = "winter"
 
 
 def _divider_width(scale: int) -> int:
@@ -165,7 +175,7 @@ def _draw_row_labels(
     return np.asarray(img).copy()
 
 
-def colormap_maps(maps: torch.Tensor, cmap: str = "winter") -> torch.Tensor:
+def colormap_maps(maps: torch.Tensor, cmap: str = HIDDEN_CMAP) -> torch.Tensor:
     """(N, H, W) float maps -> (N, 3, H, W) float in [0, 1], on the same device as `maps`.
 
     Each map is normalised to [0, 1] by its own min and max (a flat map becomes all 0), then
@@ -206,6 +216,18 @@ def hidden_layer_grid(
     [0, 1], instead. Rows are labelled 'input', 'layer 1', ..., 'output'; `layer_notes[i]`, if
     given, follows the label of layer i + 1 (e.g. its live and input-dependent shares).
     """
+    rows = _hidden_rows(inputs, layer_maps)
+    notes = list(layer_notes or [])
+    layers = [
+        f"layer {i} {notes[i - 1]}" if i <= len(notes) else f"layer {i}"
+        for i in range(1, len(layer_maps))
+    ]
+    labels = ["input", *layers, "output"]
+    return image_grid(rows, row_labels=labels, divider_after=None, scale=scale, pad=pad)
+
+
+def _hidden_rows(inputs: torch.Tensor, layer_maps: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """The rows of the hidden-map grid: the inputs, each hidden map coloured, the output in grey."""
     if len(layer_maps) == 0:
         raise ValueError("layer_maps must hold at least the output, got 0 entries")
     for i, m in enumerate(layer_maps):
@@ -215,13 +237,7 @@ def hidden_layer_grid(
     rows = [inputs]
     rows += [colormap_maps(m) for m in layer_maps[:-1]]
     rows.append(layer_maps[-1].unsqueeze(1))
-    notes = list(layer_notes or [])
-    layers = [
-        f"layer {i} {notes[i - 1]}" if i <= len(notes) else f"layer {i}"
-        for i in range(1, len(layer_maps))
-    ]
-    labels = ["input", *layers, "output"]
-    return image_grid(rows, row_labels=labels, divider_after=None, scale=scale, pad=pad)
+    return rows
 
 
 def save_png(image: np.ndarray, path: str | os.PathLike) -> pathlib.Path:
@@ -235,3 +251,277 @@ def save_png(image: np.ndarray, path: str | os.PathLike) -> pathlib.Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(image).save(path, format="PNG")
     return path
+
+
+# --- labelled figures ----------------------------------------------------------------------------
+# The run-folder PNGs must say what they show without the code at hand: the grids above, drawn 1:1
+# (one figure pixel per grid pixel, so cells stay sharp) inside a matplotlib figure that adds the
+# title, the labels, the scores and the colour scales. Sizes are in pixels at this resolution.
+FIGURE_DPI = 100
+TITLE_PT, LABEL_PT, NOTE_PT, SCORE_PT = 12, 10, 8.5, 7.5
+# Colours of a probe's scores by verdict (lightning_modules.metrics.VERDICTS): red for the
+# constant, like the divider that marks the training image it copies.
+VERDICT_COLOURS = {"identity": "#1a7f37", "constant": "#c41e3a", "neither": "#555555"}
+# An output below this everywhere shows as black cells; its label says so, or a reader takes the
+# black row for a drawing error (the untrained deep net's output is about 0).
+NEAR_BLACK = 0.1
+
+
+def fit_status(fitted: bool | None, final_loss: float | None) -> str:
+    """'fitted, train MSE 1.2e-08' / 'NOT fitted, train MSE 0.034': the run's fit in the title."""
+    loss = "" if final_loss is None else f", train MSE {final_loss:.2g}"
+    if fitted is None:
+        return f"fit unknown{loss}"
+    return ("fitted" if fitted else "NOT fitted") + loss
+
+
+def score_label(identity_corr: float, constant_corr: float, flat: bool = False) -> str:
+    """The line under one output: its correlation with its input and with the training image."""
+    if flat:
+        # metrics counts a flat output's correlations as 0; printing 0.00 would read as measured.
+        return "flat output"
+    return f"id {identity_corr:.2f} / c {constant_corr:.2f}"
+
+
+def _value(v: float) -> str:
+    return f"{v:.2g}"
+
+
+def layer_state(maps: torch.Tensor) -> str:
+    """'dead: all 0', 'flat' (every map constant over the image, metrics.is_flat) or 'flat for k
+    of N inputs'; '' for a layer whose maps show structure."""
+    if bool((maps == 0).all()):
+        return "dead: all 0"
+    flat = is_flat(maps)
+    if bool(flat.all()):
+        return "flat"
+    if bool(flat.any()):
+        return f"flat for {int(flat.sum())} of {len(flat)} inputs"
+    return ""
+
+
+def state_line(maps: torch.Tensor) -> str:
+    """A layer's state and value range: 'dead: all 0', 'flat at 0.3', 'values 0 to 0.15', ...
+    (the colours are scaled per map, so the range is the figure's only absolute scale)."""
+    state = layer_state(maps)
+    if state.startswith("dead"):
+        return state
+    lo, hi = _value(float(maps.min())), _value(float(maps.max()))
+    if lo == hi:
+        return (
+            f"flat at {lo}" if state == "flat" else ", ".join(filter(None, [state, f"about {lo}"]))
+        )
+    return ", ".join(filter(None, [state, f"values {lo} to {hi}"]))
+
+
+def output_note(output: torch.Tensor) -> str:
+    """What the grey output row shows: its state and range, and why it is black when it is."""
+    hi = float(output.max())
+    if hi < NEAR_BLACK and not layer_state(output).startswith("dead"):
+        # Cells show values clipped to [0, 1]: an output about 0 or below is a black row, which
+        # a reader would otherwise take for a drawing error (the untrained deep net's output).
+        lo = float(output.min())
+        return f"near 0 ({_value(lo)} to {_value(hi)}),\nso it shows black"
+    return state_line(output)
+
+
+def hidden_row_labels(
+    layer_maps: Sequence[torch.Tensor], layer_notes: Sequence[str] | None = None
+) -> list[str]:
+    """The label of each row of the hidden-map figure: 'input'; per hidden layer its name, its
+    note (e.g. live and input shares) and its state_line; 'output' and its output_note."""
+    notes = list(layer_notes or [])
+    labels = ["input"]
+    for i, maps in enumerate(layer_maps[:-1], start=1):
+        lines = [f"layer {i}", notes[i - 1] if i <= len(notes) else "", state_line(maps)]
+        labels.append("\n".join(filter(None, lines)))
+    labels.append(f"output\n{output_note(layer_maps[-1])}")
+    return labels
+
+
+def _measure(text: str, size: float) -> float:
+    """Width in figure pixels of the widest line of `text` at `size` points."""
+    renderer = RendererAgg(1, 1, FIGURE_DPI)
+    prop = FontProperties(size=size)
+    return max(
+        renderer.get_text_width_height_descent(line, prop, ismath=False)[0]
+        for line in text.split("\n")
+    )
+
+
+def _pixel_figure(width: float, height: float) -> Figure:
+    fig = Figure(figsize=(round(width) / FIGURE_DPI, round(height) / FIGURE_DPI), dpi=FIGURE_DPI)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _pixel_axes(fig: Figure, left: float, top: float, width: float, height: float, **kwargs):
+    """Axes at a box given in pixels from the figure's top-left corner."""
+    fw, fh = fig.bbox.width, fig.bbox.height
+    box = [left / fw, 1 - (top + height) / fh, width / fw, height / fh]
+    return fig.add_axes(box, **kwargs)
+
+
+def _grid_axes(fig: Figure, grid: np.ndarray, left: float, top: float):
+    """The grid drawn 1:1 with its top-left pixel at (left, top); text goes on in grid pixels."""
+    ax = _pixel_axes(fig, left, top, grid.shape[1], grid.shape[0])
+    ax.imshow(grid, interpolation="nearest", aspect="auto")
+    ax.set_axis_off()
+    return ax
+
+
+def figure_rgb(fig: Figure) -> np.ndarray:
+    """The figure rendered by Agg as a (H, W, 3) uint8 array, for save_png and W&B."""
+    canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+
+def _cell_centres(n: int, size: int, scale: int, pad: int, divider_after: int | None) -> list:
+    """Centres of image_grid's cells along one axis (columns when a divider is given)."""
+    extra = 0 if divider_after is None else _divider_width(scale) + pad
+    return [
+        pad
+        + j * (size + pad)
+        + size / 2
+        + (extra if divider_after is not None and j > divider_after else 0)
+        for j in range(n)
+    ]
+
+
+def _fig_text(fig: Figure, x: float, y: float, text: str, **kwargs):
+    """Text at (x, y) pixels from the figure's top-left corner."""
+    return fig.text(x / fig.bbox.width, 1 - y / fig.bbox.height, text, **kwargs)
+
+
+def _scores_of(scores: dict, i: int) -> tuple[str, str]:
+    """Probe i's line under its output and that line's colour (by its verdict)."""
+    flat = bool(scores["flat"][i]) if "flat" in scores else False
+    label = score_label(float(scores["identity_corr"][i]), float(scores["constant_corr"][i]), flat)
+    return label, VERDICT_COLOURS[VERDICTS[int(scores["verdict"][i])]]
+
+
+def probe_panel_key(threshold: float) -> str:
+    """The panel's footnote: what the divider, the rows and the scores mean."""
+    return (
+        "Red bar: the training image (left) | test probes the net never trained on (right). "
+        "Top row: the inputs; bottom row: the net's outputs, clipped to [0, 1].\n"
+        "Under each output: id = its correlation with its own input (identity), "
+        "c = its correlation with the training image (constant).\n"
+        "Score colours: green = judged identity, red = judged constant, grey = neither "
+        f"(threshold {threshold:g})."
+    )
+
+
+def probe_panel_figure(
+    inputs: torch.Tensor,
+    outputs: torch.Tensor,
+    scores: dict,
+    *,
+    title: str,
+    threshold: float = DEFAULT_VERDICT_THRESHOLD,
+    scale: int = 3,
+    pad: int = 2,
+) -> Figure:
+    """The probe panel: `title` on top, the inputs over the outputs (clipped to [0, 1]) with the
+    training image (column 0) behind the red divider, each output's scores under it (`scores`
+    as metrics.per_image_scores gives them), and a key at the bottom."""
+    grid = image_grid([inputs, outputs.clamp(0, 1)], divider_after=0, scale=scale, pad=pad)
+    n, ch, cw = inputs.shape[0], inputs.shape[2] * scale, inputs.shape[3] * scale
+    key = probe_panel_key(threshold)
+    trained = (
+        "training image" if _measure("training image", NOTE_PT) <= cw + 8 else "training\nimage"
+    )
+    left = max(_measure(r, LABEL_PT) for r in ("inputs", "outputs")) + 16
+    top = 10 + 20 * (title.count("\n") + 1) + 12 + 13 * (trained.count("\n") + 1)
+    bottom = 20 + 14 * (key.count("\n") + 1) + 10
+    width = max(left + grid.shape[1], _measure(key, NOTE_PT) + 20, _measure(title, TITLE_PT)) + 12
+    fig = _pixel_figure(width, top + grid.shape[0] + bottom)
+    ax = _grid_axes(fig, grid, left, top)
+    _fig_text(fig, 10, 8, title, fontsize=TITLE_PT, weight="bold", va="top")
+    columns = _cell_centres(n, cw, scale, pad, divider_after=0)
+    above = dict(fontsize=NOTE_PT, ha="center", va="bottom", clip_on=False)
+    ax.text(columns[0], -4, trained, color=DIVIDER_RED_HEX, weight="bold", **above)
+    middle = (columns[1] + columns[-1]) / 2
+    ax.text(middle, -4, "test probes (never trained on)", color="black", **above)
+    for r, name in enumerate(("inputs", "outputs")):
+        y = pad + r * (ch + pad) + ch / 2
+        ax.text(-10, y, name, fontsize=LABEL_PT, ha="right", va="center", clip_on=False)
+    for j, x in enumerate(columns):
+        label, colour = _scores_of(scores, j)
+        ax.text(
+            x,
+            grid.shape[0] + 3,
+            label,
+            fontsize=SCORE_PT,
+            color=colour,
+            ha="center",
+            va="top",
+            clip_on=False,
+        )
+    _fig_text(fig, 10, fig.bbox.height - 8, key, fontsize=NOTE_PT, va="bottom", color="#333333")
+    return fig
+
+
+def _colour_scale(fig: Figure, box: tuple, cmap: str, ticks: dict, label: str) -> None:
+    """A horizontal colour bar at `box` (pixels: left, top, width, height), its label above it,
+    `ticks` ({value: text}) below."""
+    cax = _pixel_axes(fig, *box, label="<colorbar>")
+    bar = fig.colorbar(
+        ScalarMappable(Normalize(0, 1), cmap=cmap), cax=cax, orientation="horizontal"
+    )
+    bar.set_ticks(list(ticks), labels=list(ticks.values()), fontsize=NOTE_PT)
+    cax.xaxis.set_label_position("top")
+    cax.set_xlabel(label, fontsize=NOTE_PT)
+
+
+def hidden_maps_figure(
+    inputs: torch.Tensor,
+    layer_maps: Sequence[torch.Tensor],
+    *,
+    title: str,
+    layer_notes: Sequence[str] | None = None,
+    scale: int = 3,
+    pad: int = 2,
+) -> Figure:
+    """hidden_layer_grid's rows in a figure: `title` on top (say whether the net is at random init
+    or trained), each row labelled by hidden_row_labels, and the colour scales of the layer maps
+    and of the grey input and output rows underneath."""
+    grid = image_grid(_hidden_rows(inputs, layer_maps), divider_after=None, scale=scale, pad=pad)
+    labels = hidden_row_labels(layer_maps, layer_notes)
+    ch = inputs.shape[2] * scale
+    left = max(_measure(label, NOTE_PT) for label in labels) + 18
+    top = 10 + 20 * (title.count("\n") + 1) + 10
+    bar_width = max(320.0, (grid.shape[1] - 40) / 2)
+    width = max(left + grid.shape[1], left + 2 * bar_width + 40, _measure(title, TITLE_PT)) + 12
+    fig = _pixel_figure(width, top + grid.shape[0] + 100)
+    ax = _grid_axes(fig, grid, left, top)
+    _fig_text(fig, 10, 8, title, fontsize=TITLE_PT, weight="bold", va="top")
+    for r, label in enumerate(labels):
+        y = pad + r * (ch + pad) + ch / 2
+        ax.text(
+            -10,
+            y,
+            label,
+            fontsize=NOTE_PT,
+            ha="right",
+            va="center",
+            linespacing=1.15,
+            clip_on=False,
+        )
+    bar_top = top + grid.shape[0] + 46
+    _colour_scale(
+        fig,
+        (left, bar_top, bar_width, 12),
+        HIDDEN_CMAP,
+        {0: "map min", 1: "map max"},
+        "layers: channel mean, each map scaled\nfrom its own min (blue) to its own max (green)",
+    )
+    _colour_scale(
+        fig,
+        (left + bar_width + 40, bar_top, bar_width, 12),
+        "gray",
+        {0: "0", 0.5: "0.5", 1: "1"},
+        "input and output: pixel value,\nclipped to [0, 1] (0 and below are black)",
+    )
+    return fig

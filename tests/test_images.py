@@ -1,17 +1,32 @@
-"""Pixel-level tests for identity_crisis.images."""
+"""Pixel-level tests for identity_crisis.images, and the labelled figures ProbePanels writes."""
+
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
+from matplotlib.collections import QuadMesh
+from matplotlib.text import Text
 from PIL import Image
 
+from identity_crisis import run_folder
+from identity_crisis.callbacks import ProbePanels
 from identity_crisis.images import (
+    VERDICT_COLOURS,
     colormap_maps,
+    figure_rgb,
+    fit_status,
     hidden_layer_grid,
+    hidden_maps_figure,
+    hidden_row_labels,
     image_grid,
+    probe_panel_figure,
     save_png,
+    score_label,
     to_uint8_rgb,
 )
+from lightning_modules import CNN
+from lightning_modules.metrics import per_image_scores
 
 
 def _is_red(px: np.ndarray) -> np.ndarray:
@@ -300,3 +315,176 @@ def test_save_png_rejects_bad_arrays(tmp_path):
     with pytest.raises(ValueError, match=r"got shape \(4, 4, 4\)"):
         save_png(np.zeros((4, 4, 4), dtype=np.uint8), tmp_path / "x.png")
     assert not (tmp_path / "x.png").exists()
+
+
+# --- labelled figures ---------------------------------------------------------------------
+
+
+def texts(fig) -> list[str]:
+    return [t.get_text() for t in fig.findobj(Text) if t.get_text()]
+
+
+def contains_exactly(image: np.ndarray, part: np.ndarray) -> bool:
+    """Whether `part` appears in `image` pixel for pixel (the grid drawn 1:1, not resampled)."""
+    h, w = part.shape[:2]
+    for y in range(image.shape[0] - h + 1):
+        for x in np.flatnonzero((image[y, : image.shape[1] - w + 1] == part[0, 0]).all(axis=1)):
+            if (image[y : y + h, x : x + w] == part).all():
+                return True
+    return False
+
+
+def test_fit_status_and_score_label():
+    assert fit_status(True, 1.234e-8) == "fitted, train MSE 1.2e-08"
+    assert fit_status(False, 0.0341) == "NOT fitted, train MSE 0.034"
+    assert fit_status(None, None) == "fit unknown"
+    assert score_label(0.968, 0.1249) == "id 0.97 / c 0.12"
+    assert score_label(0.0, 0.0, flat=True) == "flat output"
+
+
+def probe_batch() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Inputs (the training image first) and outputs: the training image copied (constant),
+    the input itself (identity), a blend (neither) and a flat grey (flat)."""
+    generator = torch.Generator().manual_seed(0)
+    inputs = torch.rand(5, 1, 8, 8, generator=generator)
+    train = inputs[:1]
+    outputs = torch.stack(
+        [
+            inputs[0],
+            train[0],
+            inputs[2],
+            0.5 * inputs[3] + 0.5 * train[0],
+            torch.full((1, 8, 8), 0.4),
+        ]
+    )
+    return inputs, outputs, train.expand_as(outputs)
+
+
+def corr(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(np.corrcoef(a.flatten().double().numpy(), b.flatten().double().numpy())[0, 1])
+
+
+def test_probe_panel_says_run_fit_divider_rows_and_each_outputs_scores():
+    inputs, outputs, constants = probe_batch()
+    scores = per_image_scores(inputs, outputs, constants)
+    title = "cnn-relu-d3-mnist7-s0: fitted, train MSE 1.2e-08"
+    fig = probe_panel_figure(inputs, outputs, scores, title=title, threshold=0.9)
+    words = texts(fig)
+    assert title in words
+    assert any(w.replace("\n", " ") == "training image" for w in words)
+    assert "test probes (never trained on)" in words
+    assert "inputs" in words and "outputs" in words
+    (key,) = [w for w in words if w.startswith("Red bar")]
+    assert "training image (left)" in key and "threshold 0.9" in key
+
+    # Under each output, left to right: its scores, measured here with numpy's correlation.
+    under = sorted(
+        (t for t in fig.findobj(Text) if t.get_text().startswith(("id ", "flat"))),
+        key=lambda t: t.get_position()[0],
+    )
+    expected = [
+        f"id {corr(outputs[j], inputs[j]):.2f} / c {corr(outputs[j], constants[j]):.2f}"
+        for j in range(4)
+    ]
+    assert [t.get_text() for t in under] == [*expected, "flat output"]
+    assert under[1].get_text() == f"id {corr(outputs[1], inputs[1]):.2f} / c 1.00"
+    colours = [t.get_color() for t in under]
+    assert colours[1] == VERDICT_COLOURS["constant"]  # the training image copied
+    assert colours[2] == VERDICT_COLOURS["identity"]  # its own input
+    assert colours[3] == VERDICT_COLOURS["neither"]
+
+    # The cells are the grid itself, drawn pixel for pixel.
+    grid = image_grid([inputs, outputs.clamp(0, 1)], divider_after=0)
+    assert contains_exactly(figure_rgb(fig), grid)
+
+
+def test_hidden_row_labels_name_dead_flat_and_black_output_rows():
+    n = 3
+    generator = torch.Generator().manual_seed(1)
+    live = torch.rand(n, 6, 6, generator=generator)
+    partly = live.clone()
+    partly[1] = 0.7  # one input's map constant over the image
+    per_map = torch.tensor([0.3, 0.3, 0.3]).reshape(n, 1, 1).expand(n, 6, 6)
+    maps = [live, torch.zeros(n, 6, 6), per_map, partly, torch.rand(n, 6, 6) * 0.02 - 0.01]
+    labels = hidden_row_labels(maps, ["90% live, 80% input", "dead"])
+    low, high = float(live.min()), float(live.max())
+    assert labels[0] == "input"
+    assert labels[1] == f"layer 1\n90% live, 80% input\nvalues {low:.2g} to {high:.2g}"
+    assert labels[2] == "layer 2\ndead\ndead: all 0"
+    assert labels[3] == "layer 3\nflat at 0.3"
+    assert labels[4].startswith("layer 4\nflat for 1 of 3 inputs, values ")
+    assert labels[5].startswith("output\nnear 0 (") and labels[5].endswith("so it shows black")
+    # An output in range is not called black: its values are given instead.
+    bright = hidden_row_labels([torch.rand(n, 6, 6) * 0.5 + 0.5])
+    assert bright[-1].startswith("output\nvalues 0.5")
+
+
+def test_hidden_maps_figure_has_title_row_labels_and_colour_scales():
+    inputs = torch.rand(3, 1, 6, 6)
+    maps = [torch.rand(3, 6, 6), torch.zeros(3, 6, 6), torch.zeros(3, 6, 6)]
+    title = "hidden layers at random init (before training)\ncnn-d3-s0"
+    fig = hidden_maps_figure(inputs, maps, title=title)
+    words = texts(fig)
+    assert title in words
+    labels = hidden_row_labels(maps)
+    assert all(label in words for label in labels)
+    assert "layer 2\ndead: all 0" in words and "output\ndead: all 0" in words
+    bars = [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]
+    meshes = [c for ax in bars for c in ax.collections if isinstance(c, QuadMesh)]
+    assert [mesh.cmap.name for mesh in meshes] == ["winter", "gray"]
+    assert [t.get_text() for t in bars[0].get_xticklabels()] == ["map min", "map max"]
+    assert "own min" in bars[0].get_xlabel() and "pixel value" in bars[1].get_xlabel()
+    grid = hidden_layer_grid(inputs, maps)
+    rgb = figure_rgb(fig)
+    # The unlabelled grid is the right-hand part of hidden_layer_grid's labelled one.
+    assert contains_exactly(rgb, grid[:, -(3 * (6 * 3 + 2) + 2) :])
+
+
+class FakeData(SimpleNamespace):
+    probe_names = tuple(f"p{i}" for i in range(5))
+
+    def probe_inputs(self):
+        return probe_batch()[0]
+
+    def name_parts(self):
+        return ["mnist7"]
+
+
+def test_probe_panels_writes_titled_figures_from_the_runs_own_scores(tmp_path, monkeypatch):
+    monkeypatch.setenv("PL_GLOBAL_SEED", "3")
+    torch.manual_seed(0)
+    model = CNN(depth=2, channels=4, kernel_size=3)
+    trainer = SimpleNamespace(default_root_dir=str(tmp_path), datamodule=FakeData(), loggers=[])
+    panels = ProbePanels()
+    panels.on_fit_start(trainer, model)
+    model.train_images = probe_batch()[0][:1].clone()
+    model.final_loss.fill_(1.234e-8)
+    panels.on_test_end(trainer, model)
+
+    name = "-".join([*model.name_parts(), "mnist7", "s3"])
+    figures = panels.figures
+    assert set(figures) == {
+        run_folder.PROBE_PANEL,
+        run_folder.HIDDEN_TRAINED,
+        run_folder.HIDDEN_INIT,
+    }
+    assert f"{name}: fitted, train MSE 1.2e-08" in texts(figures[run_folder.PROBE_PANEL])
+    assert f"hidden layers at random init (before training)\n{name}" in texts(
+        figures[run_folder.HIDDEN_INIT]
+    )
+    assert f"hidden layers, trained (fitted, train MSE 1.2e-08)\n{name}" in texts(
+        figures[run_folder.HIDDEN_TRAINED]
+    )
+    # The scores under the outputs are the ones written for reports.
+    saved = np.load(tmp_path / run_folder.PROBE_PREDICTIONS)
+    under = sorted(
+        (t for t in figures[run_folder.PROBE_PANEL].findobj(Text) if t.get_text().startswith("id")),
+        key=lambda t: t.get_position()[0],
+    )
+    assert [t.get_text() for t in under] == [
+        score_label(i, c)
+        for i, c in zip(saved["identity_corr"], saved["constant_corr"], strict=True)
+    ]
+    for filename, figure in figures.items():
+        with Image.open(tmp_path / filename) as image:
+            np.testing.assert_array_equal(np.asarray(image.convert("RGB")), figure_rgb(figure))
