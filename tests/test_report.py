@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import yaml
+from matplotlib.text import Text
 from PIL import Image
 
 from identity_crisis.cli import main
@@ -21,6 +22,7 @@ from identity_crisis.report import (
     follow_note,
     group_configurations,
     load_local,
+    plots,
     swept_keys,
 )
 from identity_crisis.run_folder import flatten_config
@@ -237,6 +239,10 @@ def test_depth_sweep_report(capsys, depth_sweep):
     for name in ("curves_depth", "verdicts_depth", "curves_params"):
         for suffix in (".png", ".svg"):
             assert (depth_sweep.out / f"{name}{suffix}").stat().st_size > 1000
+    # Five test sets: the main curves show four, readable at a glance; the fifth is in _by_set.
+    height, width = load_png(depth_sweep.out / "curves_depth.png").shape[:2]
+    assert 1000 <= width <= 1600 and 800 <= height <= 1200
+    assert (depth_sweep.out / "curves_depth_by_set.png").is_file()
 
     # Every problem is named, in summary.md and on the console, never dropped silently.
     summary = (depth_sweep.out / "summary.md").read_text()
@@ -533,3 +539,115 @@ def test_the_layer_that_lost_the_input_is_named_per_seed_and_mixed_mechanisms_no
     assert lost == {"3": "?", "20": "2, 2, -"}
     (note,) = [n for n in report["notes"] if "mix two mechanisms" in n]
     assert "2 of 3 runs lose the input at a hidden layer (2)" in note
+
+
+# --- the curves figure ----------------------------------------------------------------------------
+ALL_SETS = ("mnist", "fashion", "mnist_pairs", "patterns", "gaussian_noise", "checkerboard")
+
+
+def curve_value(test_set: str, depth: int, kernel: int, name: str) -> float:
+    base = 0.9 - 0.1 * depth - 0.01 * kernel - ALL_SETS.index(test_set) / 50
+    return base if name == "identity_corr" else 1 - base
+
+
+def curve_numbers(sets=ALL_SETS, kernels=(3, 9)) -> list[dict]:
+    """report.json's configuration numbers, one per (depth, kernel), with known means."""
+    numbers = []
+    for kernel in kernels:
+        for depth in (1, 3, 5):
+            mean = {
+                f"test/{s}/{name}": curve_value(s, depth, kernel, name)
+                for s in sets
+                for name in ("identity_corr", "constant_corr")
+            }
+            numbers.append(
+                {
+                    "values": {"model.depth": depth, "model.kernel_size": kernel},
+                    "mean": mean,
+                    "min": {k: v - 0.05 for k, v in mean.items()},
+                    "max": {k: v + 0.05 for k, v in mean.items()},
+                    "params": depth * kernel * 100,
+                }
+            )
+    return numbers
+
+
+def draw_curves(numbers: list[dict], rest: list[str]):
+    axis = plots.XAxis([n["values"]["model.depth"] for n in numbers], "model.depth")
+    fig = plots.curves_figure(
+        numbers, axis, lambda n: n["values"]["model.depth"], rest, "scores against model.depth"
+    )
+    panels = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
+    return fig, panels
+
+
+def test_main_curves_are_four_large_panels_of_the_key_sets_with_readable_text():
+    fig, panels = draw_curves(curve_numbers(), ["model.kernel_size"])
+    assert [ax.get_title() for ax in panels] == [
+        "MNIST",
+        "Fashion-MNIST",
+        "patterns",
+        "Gaussian noise",
+    ]
+    width, height = fig.get_size_inches() * 110  # save_figure's dpi
+    assert width <= 1600 and height <= 1200
+    sizes = [t.get_fontsize() for t in fig.findobj(Text) if t.get_text() and t.get_visible()]
+    assert min(sizes) >= 10
+    # Each panel: per kernel size, identity_corr solid and constant_corr dashed, at the means.
+    fashion = panels[1]
+    lines = {line.get_label(): line for line in fashion.get_lines() if line.get_label()[0] != "_"}
+    assert set(lines) == {
+        f"kernel_size {k} {score}" for k in (3, 9) for score in ("identity_corr", "constant_corr")
+    }
+    for k in (3, 9):
+        for score, style in (("identity_corr", "-"), ("constant_corr", "--")):
+            line = lines[f"kernel_size {k} {score}"]
+            assert line.get_linestyle() == style
+            expected = [curve_value("fashion", d, k, score) for d in (1, 3, 5)]
+            np.testing.assert_allclose(line.get_ydata(), expected)
+            np.testing.assert_array_equal(line.get_xdata(), [1, 3, 5])
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert legend[:2] == [
+        "identity_corr: output vs its own input",
+        "constant_corr: output vs the training image",
+    ]
+    assert set(legend[2:]) == {"kernel_size 3", "kernel_size 9"}
+
+
+def test_main_curves_with_one_key_colour_the_scores_green_and_red():
+    numbers = [n for n in curve_numbers() if n["values"]["model.kernel_size"] == 3]
+    for n in numbers:
+        n["values"].pop("model.kernel_size")
+    _, panels = draw_curves(numbers, [])
+    colours = {
+        line.get_label(): line.get_color()
+        for line in panels[0].get_lines()
+        if not line.get_label().startswith("_")  # the zero line
+    }
+    assert colours == {"all identity_corr": "tab:green", "all constant_corr": "tab:red"}
+
+
+def test_three_sets_get_three_panels_and_the_detail_figure_only_when_sets_are_left_out(
+    monkeypatch, tmp_path
+):
+    three = ("mnist", "fashion", "mnist_pairs")
+    _, panels = draw_curves(curve_numbers(sets=three), ["model.kernel_size"])
+    assert [ax.get_title() for ax in panels] == [
+        "MNIST",
+        "Fashion-MNIST",
+        "MNIST pairs (two digits averaged)",
+    ]
+    drawn = []
+
+    def save_figure(fig, out, name):
+        drawn.append(name)
+        return [out / f"{name}.png"]
+
+    monkeypatch.setattr(plots, "save_figure", save_figure)
+    key = ["model.depth", "model.kernel_size"]
+    for sets, expected in ((ALL_SETS, True), (plots.KEY_SETS, False)):
+        drawn.clear()
+        plots.plot_figures(curve_numbers(sets=sets), key, tmp_path)
+        assert ("curves_depth_by_set" in drawn) is expected
+        assert ("curves_params_by_set" in drawn) is expected
+        assert "curves_depth" in drawn and "curves_params" in drawn

@@ -1,6 +1,8 @@
 """The matplotlib figures, from the configurations' numbers: the scores against the first swept key
-(`curves_<key>`), the verdict fractions (`verdicts_<key>`), the scores against the parameter count
-(`curves_params`) and, with two swept keys, heatmaps; each as .png and .svg (`plot_figures`)."""
+(`curves_<key>`: the key test sets, readable at a glance; `curves_<key>_by_set`: every test set),
+the verdict fractions (`verdicts_<key>`), the scores against the parameter count (`curves_params`,
+`curves_params_by_set`) and, with two swept keys, heatmaps; each as .png and .svg
+(`plot_figures`)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import matplotlib
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator, NullFormatter
 
 from datamodules.single_example import TEST_SETS
@@ -26,6 +29,27 @@ from identity_crisis.report.loading import ALL_SETS, CORRS, VERDICT_FRACS
 # Test sets in the order the data module declares them (MNIST first), so that every figure
 # draws them in one order; a set it does not know comes last, by name.
 SET_ORDER = TEST_SETS
+# The main curves figure shows the families a reader looks for first: the digits it was trained
+# on, other natural images, synthetic patterns and pure noise; curves_by_set has every set.
+KEY_SETS = ("mnist", "fashion", "patterns", "gaussian_noise")
+SET_TITLES = {
+    "mnist": "MNIST",
+    "fashion": "Fashion-MNIST",
+    "mnist_pairs": "MNIST pairs (two digits averaged)",
+    "patterns": "patterns",
+    "gaussian_noise": "Gaussian noise",
+    "uniform_noise": "uniform noise",
+    "checkerboard": "checkerboard",
+    "cifar10": "CIFAR-10",
+    "folder": "image folder",
+}
+# Line style per score (colour is left to the line groups); alone, green and red as the verdicts.
+SCORE_STYLES = {"identity_corr": "-", "constant_corr": "--"}
+SCORE_COLOURS = {"identity_corr": "tab:green", "constant_corr": "tab:red"}
+SCORE_TEXT = {
+    "identity_corr": "identity_corr: output vs its own input",
+    "constant_corr": "constant_corr: output vs the training image",
+}
 # One colour per verdict in every panel: green the identity (the net generalized), red the
 # constant (it memorized the training image), grey neither.
 VERDICT_COLOURS = {
@@ -130,15 +154,16 @@ def tick_text(value) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def plot_line(ax, points: list[tuple], metric: str, label: str, colour) -> None:
-    """Mean over seeds with the min-max band; points are (x, numbers)."""
+def plot_line(ax, points: list[tuple], metric: str, label: str, colour, **style) -> None:
+    """Mean over seeds with the min-max band; points are (x, numbers); `style` goes to plot."""
     points = sorted(
         (p for p in points if p[0] is not None and metric in p[1]["mean"]), key=lambda p: p[0]
     )
     if not points:
         return
     xs = [p[0] for p in points]
-    ax.plot(xs, [p[1]["mean"][metric] for p in points], marker="o", ms=3, color=colour, label=label)
+    style = {"marker": "o", "ms": 3, **style}
+    ax.plot(xs, [p[1]["mean"][metric] for p in points], color=colour, label=label, **style)
     lo = [p[1]["min"][metric] for p in points]
     hi = [p[1]["max"][metric] for p in points]
     ax.fill_between(xs, lo, hi, color=colour, alpha=0.18, linewidth=0)
@@ -159,9 +184,90 @@ def line_colours(count: int):
     return [cmap(i if count <= 10 else i / max(count - 1, 1)) for i in range(count)]
 
 
+def main_sets(sets: list[str]) -> list[str]:
+    """The test sets of the main curves figure: the KEY_SETS present, topped up to four from the
+    other sets present, in SET_ORDER."""
+    chosen = [s for s in KEY_SETS if s in sets]
+    chosen += [s for s in sets if s not in chosen][: max(0, len(KEY_SETS) - len(chosen))]
+    return sorted(chosen, key=sets.index)
+
+
+def score_handles(single: bool, groups: dict, colours: list) -> list[Line2D]:
+    """The main curves figure's legend: what each colour and each line style means."""
+    if single:
+        return [
+            Line2D([], [], color=SCORE_COLOURS[score], ls=SCORE_STYLES[score], label=text)
+            for score, text in SCORE_TEXT.items()
+        ]
+    styles = [
+        Line2D([], [], color="black", ls=SCORE_STYLES[score], label=text)
+        for score, text in SCORE_TEXT.items()
+    ]
+    lines = [
+        Line2D([], [], color=colour, marker="o", label=label)
+        for label, colour in zip(groups, colours, strict=True)
+    ]
+    return styles + lines
+
+
+def score_lines(ax, name: str, groups: dict, colours: list, single: bool, x_of) -> None:
+    """One test set's two scores, for every line group, in the main curves figure's styles."""
+    for score in CORRS:
+        for (label, members), colour in zip(groups.items(), colours, strict=True):
+            plot_line(
+                ax,
+                [(x_of(n), n) for n in members],
+                f"test/{name}/{score}",
+                f"{label} {score}",
+                SCORE_COLOURS[score] if single else colour,
+                ls=SCORE_STYLES[score],
+                ms=5,
+                lw=1.8,
+            )
+
+
 def curves_figure(numbers: list[dict], axis: XAxis, x_of, rest: list[str], title: str) -> Figure:
-    """identity_corr and constant_corr against x. One key: a line per test set. Several keys:
-    a panel per test set and a line per value of the other keys."""
+    """identity_corr (solid) and constant_corr (dashed) against x, read at a glance: a panel per
+    key test set (main_sets: at most four, 2 x 2), a colour per value of the other keys, or
+    green and red for the two scores when there are no other keys. Every set: curves_by_set."""
+    sets = main_sets(present_test_sets(numbers))
+    groups = line_groups(numbers, rest)
+    single = not rest
+    colours = line_colours(len(groups))
+    rows, columns = (1, max(len(sets), 1)) if len(sets) <= 2 else (2, 2)
+    fig = new_figure(figsize=(6.0 * columns + 1.0, 4.4 * rows + 1.6))
+    axes = fig.subplots(rows, columns, squeeze=False, sharex=True, sharey=True)
+    # No set at all when no run counts in the means: one empty panel, which says so.
+    for ax, name in zip(axes.flat, sets or [None], strict=False):
+        if name is not None:
+            score_lines(ax, name, groups, colours, single, x_of)
+        ax.set_title(SET_TITLES.get(name, name) if name else "no test set", fontsize=13)
+        ax.set_ylim(min(-0.1, ax.get_ylim()[0]), 1.05)
+        ax.axhline(0, color="black", lw=0.5)
+        ax.grid(alpha=0.3)
+        ax.tick_params(labelsize=10)
+    if len(sets) == 3:
+        # Three sets in a 2 x 2 grid: drop the fourth panel, and tick the x axis above it.
+        fig.delaxes(axes[1, 1])
+        axes[0, 1].xaxis.set_tick_params(labelbottom=True)
+        axis.style(axes[0, 1])
+    for ax in axes[:, 0]:
+        ax.set_ylabel("correlation (mean over seeds)", fontsize=11)
+    for ax in axes[-1]:
+        axis.style(ax)
+    for ax in fig.axes:
+        ax.xaxis.label.set_size(11)
+    handles = score_handles(single, groups, colours)
+    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 4), fontsize=10)
+    fig.suptitle(f"{title} (band: min to max over seeds)", fontsize=14)
+    return fig
+
+
+def curves_by_set_figure(
+    numbers: list[dict], axis: XAxis, x_of, rest: list[str], title: str
+) -> Figure:
+    """identity_corr and constant_corr against x on every test set. One key: a line per test set.
+    Several keys: a panel per test set and a line per value of the other keys."""
     sets = present_test_sets(numbers)
     groups = line_groups(numbers, rest)
     per_group = bool(rest)
@@ -291,6 +397,18 @@ def heatmap_figure(numbers: list[dict], keys: list[str], score: str) -> Figure:
     return fig
 
 
+def curves_files(
+    numbers: list[dict], axis: XAxis, x_of, rest: list[str], title: str, out: Path, name: str
+) -> list[Path]:
+    """curves_<name> and, when it leaves test sets out, curves_<name>_by_set with every one."""
+    files = save_figure(curves_figure(numbers, axis, x_of, rest, title), out, f"curves_{name}")
+    sets = present_test_sets(numbers)
+    if len(main_sets(sets)) < len(sets):
+        detail = curves_by_set_figure(numbers, axis, x_of, rest, f"{title}, every test set")
+        files += save_figure(detail, out, f"curves_{name}_by_set")
+    return files
+
+
 def plot_figures(numbers: list[dict], keys: list[str], out: Path) -> list[Path]:
     """Every matplotlib figure these configurations allow; the files written, in order."""
     files = []
@@ -301,27 +419,16 @@ def plot_figures(numbers: list[dict], keys: list[str], out: Path) -> list[Path]:
         def x_of(n):
             return axis.x(n["values"][keys[0]])
 
-        files += save_figure(
-            curves_figure(numbers, axis, x_of, keys[1:], f"scores against {keys[0]}"),
-            out,
-            f"curves_{name}",
-        )
+        files += curves_files(numbers, axis, x_of, keys[1:], f"scores against {keys[0]}", out, name)
         files += save_figure(
             verdicts_figure(numbers, axis, x_of, keys[1:]), out, f"verdicts_{name}"
         )
     with_params = [n for n in numbers if is_numeric(n["params"])]
     if with_params:
         axis = XAxis([n["params"] for n in with_params], "parameters (model/params)", log=True)
-        files += save_figure(
-            curves_figure(
-                with_params,
-                axis,
-                lambda n: n["params"],
-                keys[1:],
-                "scores against the parameter count",
-            ),
-            out,
-            "curves_params",
+        title = "scores against the parameter count"
+        files += curves_files(
+            with_params, axis, lambda n: n["params"], keys[1:], title, out, "params"
         )
     if len(keys) >= 2:
         short = [short_key_name(k, keys) for k in keys[:2]]
