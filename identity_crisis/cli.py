@@ -29,8 +29,8 @@ from pathlib import Path
 import wandb
 from jsonargparse import ArgumentError, Namespace
 from pytorch_lightning import Trainer
-from pytorch_lightning.cli import LightningCLI
-from pytorch_lightning.loggers import WandbLogger
+from pytorch_lightning.cli import LightningCLI, SaveConfigCallback
+from pytorch_lightning.loggers import Logger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
 from pytorch_lightning.utilities.exceptions import MisconfigurationException, SIGTERMException
 
@@ -42,8 +42,16 @@ from identity_crisis.callbacks import FailureRecord, KeepWeights, ProbePanels, R
 from identity_crisis.commands import COMMANDS, LIGHTNING_COMMANDS
 from identity_crisis.commands import main as commands_main
 from identity_crisis.errors import ConfigError
-from identity_crisis.tracking import finish_wandb, load_env_file, resolve_wandb_mode
+from identity_crisis.progress import ProgressLines, use_step_bar
+from identity_crisis.quiet import QuietWandbLogger, silence_third_party
+from identity_crisis.tracking import (
+    WandbCredentialsMissing,
+    finish_wandb,
+    load_env_file,
+    resolve_wandb_mode,
+)
 from identity_crisis.trainer_defaults import TRAINER_DEFAULTS
+from identity_crisis.verdict import in_words
 from lightning_modules.base import IdentityTaskModule
 from lightning_modules.errors import ModelConfigError, TrainingFailed
 
@@ -69,9 +77,20 @@ class IdentityCrisisCLI(LightningCLI):
             seed_everything_default=0,
             trainer_defaults={
                 **TRAINER_DEFAULTS,
-                "callbacks": [ProbePanels(), RunSummary(), FailureRecord(), KeepWeights()],
+                "callbacks": [
+                    ProbePanels(),
+                    RunSummary(),
+                    FailureRecord(),
+                    KeepWeights(),
+                    ProgressLines(),
+                ],
             },
-            save_config_kwargs={"overwrite": True, "config_filename": run_folder.CONFIG},
+            save_config_callback=RunFolderConfig,
+            save_config_kwargs={
+                "overwrite": True,
+                "config_filename": run_folder.CONFIG,
+                "save_to_log_dir": False,
+            },
             # Parse errors come back as exceptions, so main() can say them in one line.
             parser_kwargs={"parser_mode": "omegaconf", "exit_on_error": False},
             auto_configure_optimizers=False,
@@ -80,11 +99,17 @@ class IdentityCrisisCLI(LightningCLI):
         )
 
     def before_instantiate_classes(self) -> None:
+        config = self._config()
+        if config.trainer.get("default_root_dir") is not None:
+            raise ConfigError(
+                f"--trainer.default_root_dir={config.trainer.default_root_dir} is not used: every "
+                "run writes into its own run folder; use --run.root (the folder of run folders) "
+                "or --run.dir (this run's folder)"
+            )
         if self.parse_only:
             raise _Parsed
         # Checked before anything is built: a net too big for the machine would fail in its
         # own constructor with an allocation error.
-        config = self._config()
         preflight.check_steps(config.trainer.max_steps, config.trainer.min_steps)
         model = config.model
         preflight.check_memory(
@@ -123,6 +148,13 @@ class IdentityCrisisCLI(LightningCLI):
         )
         parser.add_argument("--run.entity", type=str | None, default=os.environ.get("WANDB_ENTITY"))
         parser.add_argument("--run.tags", type=list[str], default=[])
+        parser.add_argument(
+            "--run.sweep",
+            type=str | None,
+            default=None,
+            help="the sweep this run is a cell of (set by `identity-crisis sweep`): a W&B tag "
+            "sweep:<name>, so runs synced later can be grouped by sweep",
+        )
         parser.add_argument(
             "--run.replace",
             type=bool,
@@ -191,24 +223,38 @@ class IdentityCrisisCLI(LightningCLI):
         self.run_dir = self.choose_run_dir()
         if not self.parse_only:
             self.check_before_run()
-        logger = WandbLogger(
-            name=self.run_name,
-            group=self.run_group,
-            project=config.run.project,
-            entity=config.run.entity,
-            tags=list(config.run.tags),
-            save_dir=str(self.run_dir),
-            # The run's own summary table replaces W&B's long history printout.
-            settings=wandb.Settings(quiet=True),
-        )
         trainer = super().instantiate_trainer(
-            logger=logger, default_root_dir=str(self.run_dir), **kwargs
+            logger=self.loggers(), default_root_dir=str(self.run_dir), **kwargs
         )
         self._check_data_parallel(trainer.world_size)
+        use_step_bar(trainer)
         for callback in trainer.callbacks:
             if isinstance(callback, KeepWeights):
                 callback.enabled = config.run.keep_weights
         return trainer
+
+    def loggers(self) -> bool | Logger | list[Logger]:
+        """`--trainer.logger`: unset or true, the W&B run; false, no logger (no W&B run); a
+        logger or a list of them, those."""
+        asked = self._get(self.config_init, "trainer", default={}).get("logger")
+        if asked is False or isinstance(asked, Logger | list | tuple):
+            return asked
+        config = self._config()
+        tags = list(config.run.tags)
+        sweep = config.run.sweep or os.environ.get("WANDB_SWEEP_ID")
+        if sweep:
+            tags.append(f"sweep:{sweep}")
+        return QuietWandbLogger(
+            name=self.run_name,
+            group=self.run_group,
+            job_type=str(self.subcommand or "fit"),
+            project=config.run.project,
+            entity=config.run.entity,
+            tags=tags,
+            save_dir=str(self.run_dir),
+            # The run's own summary table replaces W&B's long history printout.
+            settings=wandb.Settings(quiet=True),
+        )
 
     def _check_data_parallel(self, world_size: int) -> None:
         """Data-parallel training splits the training images over the processes; equal shards
@@ -221,8 +267,8 @@ class IdentityCrisisCLI(LightningCLI):
             )
 
     @property
-    def wandb_logger(self) -> WandbLogger:
-        return self.trainer.logger
+    def wandb_logger(self) -> WandbLogger | None:
+        return next((lg for lg in self.trainer.loggers if isinstance(lg, WandbLogger)), None)
 
     def before_fit(self) -> None:
         self._start_run()
@@ -243,9 +289,12 @@ class IdentityCrisisCLI(LightningCLI):
             raise ConfigError(str(taken)) from None
         if before is not None:
             print(f"{self.run_dir} held an earlier {before} run: trained again", flush=True)
-        config = self.wandb_logger.experiment.config
-        config.update(self.resolved_config(), allow_val_change=True)
         print(f"run {self.run_name} (group {self.run_group})", flush=True)
+        if self.wandb_logger is not None:
+            run = self.wandb_logger.experiment
+            run.config.update(self.resolved_config(), allow_val_change=True)
+            if not (run.offline or run.disabled):
+                print(f"W&B run: {run.url}", flush=True)
 
     def after_fit(self) -> None:
         self.trainer.test(self.model, datamodule=self.datamodule, verbose=False)
@@ -257,7 +306,8 @@ class IdentityCrisisCLI(LightningCLI):
     @rank_zero_only
     def _finish_run(self) -> None:
         print(self.results_table(), flush=True)
-        finish_wandb(self.wandb_logger, exit_code=0)
+        if self.wandb_logger is not None:
+            finish_wandb(self.wandb_logger, exit_code=0)
         run_folder.release_lock(self.run_dir)
         print(f"run folder: {self.run_dir}", flush=True)
 
@@ -273,6 +323,7 @@ class IdentityCrisisCLI(LightningCLI):
                 f"{name:<16}{s['identity_corr']:>10.3f}{s['constant_corr']:>10.3f}   "
                 f"{s['frac_identity']:.2f}/{s['frac_constant']:.2f}/{s['frac_neither']:.2f}"
             )
+        lines.append(f"learned: {in_words(model.test_results, model.fitted)}")
         return "\n".join(lines + layers_line(model.layer_results))
 
 
@@ -293,6 +344,16 @@ def layers_line(layer_results: dict) -> list[str]:
     else:
         why = f"blind to the input: {carried[blind - 1]:.2%} of its variance depends on it"
     return [f"hidden layer {blind} is {why}; nothing after it can depend on the input"]
+
+
+class RunFolderConfig(SaveConfigCallback):
+    """The resolved config goes into the run folder, whichever logger (if any) is used."""
+
+    def save_config(self, trainer: Trainer, pl_module, stage: str) -> None:
+        path = Path(trainer.default_root_dir) / self.config_filename
+        self.parser.save(
+            self.config, path, skip_unset=False, overwrite=self.overwrite, multifile=self.multifile
+        )
 
 
 class _Parsed(Exception):
@@ -394,8 +455,13 @@ def main(argv: list[str] | None = None) -> None:
     if argv and argv[0] in COMMANDS and argv[0] not in LIGHTNING_COMMANDS:
         return commands_main(argv)  # `python identity_crisis/cli.py sweep ...` still works
     warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter is intended")
+    silence_third_party()
     load_env_file()
-    resolve_wandb_mode()
+    try:
+        resolve_wandb_mode()
+    except WandbCredentialsMissing as error:
+        print(f"identity-crisis: error: {error}", file=sys.stderr)
+        sys.exit(2)
     for flag, path in zip(argv, argv[1:], strict=False):
         if (
             flag in ("--config", "-c")

@@ -21,11 +21,20 @@ def check_positive(name: str, value, minimum: int | float = 1) -> None:
         raise ConfigError(f"{name}={value!r} is not valid; it must be >= {minimum}")
 
 
+def list_items(text: str) -> list[str]:
+    """The entries of a list option, written as `fit` takes lists ('[7,14,20]') or bare
+    ('7,14,20'); quotes and spaces around entries are dropped."""
+    text = text.strip()
+    if text.startswith("[") and text.endswith("]"):
+        text = text[1:-1]
+    return [part.strip().strip("'\"") for part in text.split(",") if part.strip()]
+
+
 def int_list(text: str) -> list[int]:
-    """argparse type of a comma-separated integer list ('7,14,20'); argparse names the option."""
+    """argparse type of an integer list ('[7,14,20]' or '7,14,20'); argparse names the option."""
     try:
-        return [int(part) for part in text.split(",")]
+        return [int(part) for part in list_items(text)]
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"{text!r} is not valid; give integers separated by commas, like 7,14,20"
+            f"{text!r} is not valid; give integers separated by commas, like [7,14,20] or 7,14,20"
         ) from None

@@ -1,7 +1,7 @@
 """How much of an untrained CNN's output depends on its input, per init scheme and depth.
 
     identity-crisis init-signal                     # default vs xavier_uniform, depths 1-20
-    identity-crisis init-signal --inits default,kaiming_normal --depths 5,20 --channels 64
+    identity-crisis init-signal --inits [default,kaiming_normal] --depths [5,20] --model.channels 64
     identity-crisis init-signal --help
 
 At initialization a deep ReLU CNN's output is the sum of a part that varies with the input (the
@@ -23,7 +23,7 @@ import sys
 import torch
 
 from datamodules import SingleExampleDataModule
-from identity_crisis.errors import ConfigError, check_choice, check_positive, int_list
+from identity_crisis.errors import ConfigError, check_choice, check_positive, int_list, list_items
 from lightning_modules import CNN
 from lightning_modules.base import INITS
 
@@ -59,20 +59,38 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         prog="identity-crisis init-signal",
         description="Input-dependent vs input-independent output of untrained CNNs.",
     )
-    parser.add_argument("--inits", default="default,xavier_uniform", help="comma-separated")
-    parser.add_argument("--depths", type=int_list, default=[1, 5, 10, 15, 20])
-    parser.add_argument("--channels", type=int, default=128)
-    parser.add_argument("--kernel-size", type=int, default=5)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--test-size", type=int, default=20, help="MNIST test digits used")
-    parser.add_argument("--data-root", default=None, help="default: $IDC_DATA_DIR or ./data")
+    # Option names as `fit` spells the same setting; the older spellings still work.
+    parser.add_argument(
+        "--inits", default="default,xavier_uniform", help="e.g. [default,orthogonal]"
+    )
+    parser.add_argument("--depths", type=int_list, default=[1, 5, 10, 15, 20], help="e.g. [5,20]")
+    parser.add_argument("--model.channels", "--channels", dest="channels", type=int, default=128)
+    parser.add_argument(
+        "--model.kernel_size", "--kernel-size", dest="kernel_size", type=int, default=5
+    )
+    parser.add_argument("--seed_everything", "--seed", dest="seed", type=int, default=0)
+    parser.add_argument(
+        "--data.test_size",
+        "--test-size",
+        dest="test_size",
+        type=int,
+        default=20,
+        help="MNIST test digits used",
+    )
+    parser.add_argument(
+        "--data.root",
+        "--data-root",
+        dest="data_root",
+        default=None,
+        help="default: $IDC_DATA_DIR or ./data",
+    )
     args = parser.parse_args(argv)
-    args.inits = args.inits.split(",")
+    args.inits = list_items(args.inits)
     for init in args.inits:
         check_choice("--inits entry", init, INITS)
     for depth in args.depths:
         check_positive("--depths entry", depth)
-    check_positive("--test-size", args.test_size)
+    check_positive("--data.test_size", args.test_size)
     return args
 
 

@@ -1,8 +1,12 @@
-"""W&B set-up: `.env` loading and offline-by-default.
+"""W&B set-up: `.env` loading, the run mode by W&B's own rules, and closing a run.
 
 W&B asks for a key when it has none and no mode is set; a researcher without one should still get
 a full run, so the mode falls back to offline and the command prints the `wandb sync` line to
-upload it later.
+upload it later. Online is chosen exactly when W&B itself would find credentials for the server it
+is pointed at (`WANDB_BASE_URL`, default the public one): `WANDB_API_KEY`,
+`WANDB_IDENTITY_TOKEN_FILE`, or an entry for that server in the netrc file (`$NETRC`, else
+`~/.netrc`), which is what `wandb login` writes. A run started by `wandb agent` always goes
+online: it belongs to a sweep on that server.
 """
 
 from __future__ import annotations
@@ -10,42 +14,88 @@ from __future__ import annotations
 import netrc
 import os
 from pathlib import Path
+from urllib.parse import urlsplit
 
-WANDB_HOST = "api.wandb.ai"
+import dotenv
+
+DEFAULT_BASE_URL = "https://api.wandb.ai"
+# Set by `wandb agent` in the environment of every run it launches.
+AGENT_ENV = "WANDB_SWEEP_ID"
+MODES = ("online", "offline", "disabled", "shared", "dryrun", "run")
+
+
+class WandbCredentialsMissing(RuntimeError):
+    """WANDB_MODE=online asked for, and W&B would find no key for its server."""
 
 
 def load_env_file(path: str | os.PathLike = ".env") -> dict[str, str]:
-    """Read KEY=VALUE lines of a `.env` file into the environment, never overriding a variable
-    that is already set (the shell wins). Returns what it set."""
+    """Read a `.env` file (python-dotenv's syntax: quotes, `export`, inline `# comments`) into the
+    environment, never overriding a variable that is already set (the shell wins) nor setting an
+    empty one (an empty `WANDB_MODE=` means "choose for me"). Returns what it set."""
     file = Path(path)
     if not file.is_file():
         return {}
     loaded = {}
-    for line in file.read_text().splitlines():
-        line = line.strip()
-        if not line or line.startswith("#") or "=" not in line:
-            continue
-        key, value = line.removeprefix("export ").split("=", 1)
-        key, value = key.strip(), value.strip().strip("'\"")
-        if key and value and key not in os.environ:
+    for key, value in dotenv.dotenv_values(file).items():
+        if value and key not in os.environ:
             os.environ[key] = loaded[key] = value
     return loaded
 
 
-def _has_netrc_key() -> bool:
+def base_url() -> str:
+    return (os.environ.get("WANDB_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
+
+
+def netrc_path() -> Path:
+    """The netrc file W&B reads: $NETRC, else ~/.netrc, else ~/_netrc where only that exists."""
+    if os.environ.get("NETRC"):
+        return Path(os.environ["NETRC"]).expanduser()
+    unix, windows = Path("~/.netrc").expanduser(), Path("~/_netrc").expanduser()
+    return windows if windows.exists() and not unix.exists() else unix
+
+
+def netrc_key(url: str | None = None) -> str | None:
+    """The API key the netrc file holds for the server at `url` (default: W&B's base URL)."""
+    host = urlsplit(url or base_url()).netloc
     try:
-        return netrc.netrc().authenticators(WANDB_HOST) is not None
+        entry = netrc.netrc(netrc_path()).authenticators(host) if host else None
     except (FileNotFoundError, netrc.NetrcParseError, OSError):
-        return False
+        return None
+    return entry[2] if entry and entry[2] else None
+
+
+def has_credentials() -> bool:
+    """Whether W&B would find credentials for its configured server."""
+    return bool(
+        os.environ.get("WANDB_API_KEY")
+        or os.environ.get("WANDB_IDENTITY_TOKEN_FILE")
+        or netrc_key()
+    )
+
+
+def launched_by_agent() -> bool:
+    return bool(os.environ.get(AGENT_ENV))
 
 
 def resolve_wandb_mode() -> str:
-    """WANDB_MODE if set; else online with a key (WANDB_API_KEY or `wandb login`); else offline.
-    The choice is written back to WANDB_MODE so child processes agree."""
-    mode = os.environ.get("WANDB_MODE")
+    """WANDB_MODE if set; online under a `wandb agent` or with credentials; else offline. The
+    choice is written back to WANDB_MODE so child processes agree.
+
+    Raises WandbCredentialsMissing for WANDB_MODE=online without credentials (W&B would stop with
+    a traceback, or wait at a prompt, only once the run starts)."""
+    mode = os.environ.get("WANDB_MODE", "").strip()
     if not mode:
-        mode = "online" if os.environ.get("WANDB_API_KEY") or _has_netrc_key() else "offline"
+        mode = "online" if launched_by_agent() or has_credentials() else "offline"
         os.environ["WANDB_MODE"] = mode
+    elif mode not in MODES:
+        raise WandbCredentialsMissing(
+            f"WANDB_MODE={mode!r} is not a W&B mode; use online, offline or disabled"
+        )
+    if mode == "online" and not (has_credentials() or launched_by_agent()):
+        raise WandbCredentialsMissing(
+            f"WANDB_MODE=online but W&B has no key for {base_url()}: run `wandb login` (or set "
+            f"WANDB_API_KEY), or use WANDB_MODE=offline and `wandb sync` later"
+        )
     return mode
 
 

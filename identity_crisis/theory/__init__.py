@@ -1,7 +1,7 @@
 """The closed-form theory of single-layer nets trained on one image, checked against trained nets.
 
     identity-crisis theory                                # FCN, and CNN k = 1,3,5,7,9,11,15,21,29
-    identity-crisis theory --kernels 1,3,5 --test-size 50 --out runs/theory-small
+    identity-crisis theory --kernels [1,3,5] --data.test_size 50 --out runs/theory-small
     identity-crisis theory --momentum 0                   # plain gradient descent
     identity-crisis theory --help
 
@@ -42,7 +42,7 @@ from pathlib import Path
 
 from datamodules import SingleExampleDataModule
 from identity_crisis import preflight
-from identity_crisis.errors import ConfigError, check_positive
+from identity_crisis.errors import ConfigError, check_positive, list_items
 from identity_crisis.theory.checks import (
     CONVERGED,
     DEFAULT_KERNELS,
@@ -132,8 +132,7 @@ class _Parser(argparse.ArgumentParser):
 def parse_kernels(text: str) -> list[int]:
     """'1,3,5' -> [1, 3, 5]; ConfigError naming the bad entry otherwise."""
     kernels = []
-    for item in text.split(","):
-        item = item.strip()
+    for item in list_items(text):
         try:
             k = int(item)
         except ValueError:
@@ -161,12 +160,26 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--data.root", dest="data_root", default=None, help="data root (default $IDC_DATA_DIR)"
     )
-    parser.add_argument("--test-size", type=int, default=100, help="images per test set")
+    parser.add_argument(
+        "--data.test_size",
+        "--test-size",
+        dest="test_size",
+        type=int,
+        default=100,
+        help="images per test set",
+    )
     parser.add_argument("--out", default=DEFAULT_OUT, help="report folder (default %(default)s)")
     parser.add_argument(
         "--replace", action="store_true", help="write over an earlier theory report in --out"
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of the initial weights")
+    parser.add_argument(
+        "--seed_everything",
+        "--seed",
+        dest="seed",
+        type=int,
+        default=0,
+        help="seed of the initial weights",
+    )
     parser.add_argument(
         "--momentum",
         default="auto",
@@ -187,7 +200,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     args = parser.parse_args(argv)
     args.kernels = parse_kernels(args.kernels)
-    check_positive("--test-size", args.test_size)
+    check_positive("--data.test_size", args.test_size)
     check_positive("--max-steps", args.max_steps)
     if not 0 < args.tol < 1:
         raise ConfigError(f"--tol={args.tol!r} is not valid; it must be in (0, 1)")
