@@ -13,6 +13,7 @@ import json
 import math
 import os
 import random
+import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -236,21 +237,57 @@ def cell_id(params: dict, overrides: Sequence[str] = ()) -> str:
     return f"{readable}-{digest[:8]}"
 
 
-def fill_command(sweep: Sweep, params: dict, args_json_file: Path | None = None) -> list[str]:
-    """The command a W&B agent would run for these values, built with W&B's own formatting of
-    the argument macros; ${interpreter} is this Python, so the same environment runs it."""
-    from wandb.sdk.launch.sweeps.utils import create_sweep_command, create_sweep_command_args
+# How a W&B agent turns one run's values into its command, owned here rather than imported: the
+# functions that do it (wandb.sdk.launch.sweeps.utils, wandb_agent.Agent._command_run) are
+# private and may move or change in any release. tests/test_packaging.py compares these rules
+# with wandb's own function whenever it is importable.
+ENVVAR_MACRO = re.compile(r"\$\{envvar:([A-Z0-9_]*)\}")
 
-    macros = create_sweep_command_args({"args": {k: {"value": v} for k, v in params.items()}})
+
+def args_macros(params: dict) -> dict[str, list[str]]:
+    """The argument macros of a W&B command for these values, by W&B's rules: each value is
+    written with Python's str() (None as `None`, a bool as `True`/`False`, a list as `[1, 2]`, a
+    dict as `{'a': 1}`), as `--key=value` in `${args}`, `key=value` in `${args_no_hyphens}`, two
+    arguments `--key value` in `${args_no_equals}`, `+key=value` and `++key=value` for Hydra;
+    `${args_no_boolean_flags}` writes a true bool as a bare `--key` and leaves a false one out;
+    `${args_json}` is one argument, json.dumps of all the values."""
+    macros: dict[str, list[str]] = {name: [] for name in ARGS_MACROS if name != "args_json_file"}
+    for key, value in params.items():
+        flag = f"{key}={value}"
+        macros["args"].append(f"--{flag}")
+        macros["args_no_hyphens"].append(flag)
+        macros["args_no_equals"] += [f"--{key}", str(value)]
+        macros["args_append_hydra"].append(f"+{flag}")
+        macros["args_override_hydra"].append(f"++{flag}")
+        if not isinstance(value, bool):
+            macros["args_no_boolean_flags"].append(f"--{flag}")
+        elif value:
+            macros["args_no_boolean_flags"].append(f"--{key}")
+    macros["args_json"] = [json.dumps(dict(params))]
+    return macros
+
+
+def expand_envvars(chunk: str) -> str:
+    """`${envvar:NAME}` anywhere in a command word becomes $NAME, or the bare NAME when it is not
+    set (W&B's rule; only upper-case names, digits and `_` are macros)."""
+    return ENVVAR_MACRO.sub(lambda match: os.environ.get(match[1], match[1]), chunk)
+
+
+def fill_command(sweep: Sweep, params: dict, args_json_file: Path | None = None) -> list[str]:
+    """The command a W&B agent would run for these values: a word that is a whole macro is
+    replaced by its words, `${envvar:NAME}` inside any word by the variable. Unlike the agent,
+    ${interpreter} is this Python (the same environment runs the cell), and a `${...}` that is
+    no macro stays as written, so the cell fails on it rather than silently losing a word.
+    ${args_json_file} becomes the `args_json_file` path; the agent writes ${args_json} there,
+    here the caller must."""
+    macros = args_macros(params)
     macros["interpreter"] = [sys.executable]
     macros["program"] = [sweep.program] if sweep.program else []
     macros["env"] = ["/usr/bin/env"] if os.name != "nt" else []
     if args_json_file is not None:
         macros["args_json_file"] = [str(args_json_file)]
     filled = []
-    for chunk in create_sweep_command(list(sweep.command)):
-        if chunk.startswith("${") and chunk.endswith("}") and chunk[2:-1] in macros:
-            filled += macros[chunk[2:-1]]
-        else:
-            filled.append(chunk)
+    for chunk in map(expand_envvars, sweep.command):
+        name = chunk[2:-1] if chunk.startswith("${") and chunk.endswith("}") else None
+        filled += macros.get(name, [chunk])
     return filled
