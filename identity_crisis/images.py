@@ -363,9 +363,14 @@ def _pixel_axes(fig: Figure, left: float, top: float, width: float, height: floa
 
 
 def _grid_axes(fig: Figure, grid: np.ndarray, left: float, top: float):
-    """The grid drawn 1:1 with its top-left pixel at (left, top); text goes on in grid pixels."""
-    ax = _pixel_axes(fig, left, top, grid.shape[1], grid.shape[0])
-    ax.imshow(grid, interpolation="nearest", aspect="auto")
+    """The grid drawn 1:1 with its top-left pixel at (left, top), and blank axes over it whose
+    data coordinates are the grid's pixels, to put text on."""
+    h, w = grid.shape[:2]
+    # figimage copies pixels as they are; imshow would resample them, several times slower.
+    fig.figimage(grid, xo=round(left), yo=round(fig.bbox.height - top - h), origin="upper")
+    ax = _pixel_axes(fig, round(left), round(top), w, h)
+    ax.set_xlim(-0.5, w - 0.5)
+    ax.set_ylim(h - 0.5, -0.5)
     ax.set_axis_off()
     return ax
 

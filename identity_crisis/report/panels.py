@@ -121,7 +121,7 @@ def label_font(size: int):
 
 def hidden_figure(init: Image.Image | None, trained: Image.Image, title: str) -> Image.Image:
     """Paper figure 4: the net at initialization beside the trained net, a label strip on top."""
-    panels = [("at initialization (random)", init), ("trained", trained)]
+    panels = [("random init", init), ("trained", trained)]
     panels = [(name, image) for name, image in panels if image is not None]
     width = sum(image.width for _, image in panels) + HIDDEN_GAP * (len(panels) - 1)
     height = HIDDEN_STRIP + max(image.height for _, image in panels)
