@@ -9,6 +9,7 @@ W&B as well when a WandbLogger is attached.
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -136,7 +137,9 @@ class ProbePanels(Callback):
             logger.log_table("probe/scores", *self._table(names, scores))
             # The raw probe predictions travel with the run, so `identity-crisis report` can draw
             # prediction grids from a W&B sweep as it does from local run folders.
-            logger.experiment.save(str(predictions), base_path=str(run_dir))
+            # A copy in the run's files folder is uploaded when the run ends (wandb.save would
+            # symlink it and say so on the terminal).
+            shutil.copy2(predictions, Path(logger.experiment.dir) / predictions.name)
 
     def _initial_maps(self, pl_module: LightningModule, probes: torch.Tensor) -> list[torch.Tensor]:
         # Swap the initial weights in and back rather than deep-copying a module that holds the

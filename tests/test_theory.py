@@ -210,7 +210,7 @@ def test_theory_command_writes_the_numbers_the_functions_return(
         (["--kernels", "3,4"], "kernel size 4 is even"),
         (["--kernels", "0"], "kernel size 0 is not valid"),
         (["--kernels", "3,x"], "'x'"),
-        (["--test-size", "0"], "--test-size=0"),
+        (["--test-size", "0"], "--data.test_size=0"),
         (["--momentum", "0.5"], "--momentum='0.5'"),
         (["--bogus"], "--bogus"),
     ],
