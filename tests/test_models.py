@@ -100,8 +100,9 @@ class RecordLr(Callback):
     def __init__(self):
         self.lrs = []
 
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        self.lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
+    # Per optimizer step: one training_step call runs several.
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        self.lrs.append(optimizer.param_groups[0]["lr"])
 
 
 def test_warmup_raises_the_learning_rate_linearly_then_holds_it(tiny_data):
@@ -175,3 +176,62 @@ def test_init_schemes_zero_the_biases_and_differ():
     b = CNN(depth=2, channels=4, init="xavier_uniform")
     assert all(layer.bias.abs().sum() == 0 for layer in a.layers)
     assert not torch.equal(a.layers[0].weight, b.layers[0].weight)
+
+
+def plain_loop(model, images: torch.Tensor, steps: int) -> None:
+    """The per-step training a researcher would write: the module's optimizer and warmup."""
+    configured = model.configure_optimizers()
+    if isinstance(configured, dict):
+        optimizer, scheduler = configured["optimizer"], configured["lr_scheduler"]["scheduler"]
+    else:
+        optimizer, scheduler = configured, None
+    for _ in range(steps):
+        loss = torch.nn.functional.mse_loss(model(images), images)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+
+
+@pytest.mark.parametrize(
+    "family, options",
+    [
+        (CNN, {"depth": 3, "channels": 4, "optimizer": "amsgrad", "warmup_steps": 10}),
+        (FCN, {"depth": 2, "optimizer": "sgd", "lr": 0.1}),
+    ],
+)
+def test_many_steps_per_call_give_the_weights_of_one_step_at_a_time(tiny_data, family, options):
+    """Lightning runs several optimizer steps per training_step (its per-call cost would
+    otherwise dominate a small net's step); the weights after N steps are those of a plain
+    per-step loop and of one step per call."""
+    data = tiny_data(test_size=4)
+    data.setup("fit")
+    torch.manual_seed(0)
+    start = family(**options, check_every=7)
+    weights, calls = {}, {}
+    for per_call in (None, 1):
+        model = copy.deepcopy(start)
+        model.steps_per_call = per_call
+        count = CountCalls()
+        trainer = make_trainer(23, callbacks=[count])
+        trainer.fit(model, data)
+        assert trainer.global_step == 23
+        weights[per_call], calls[per_call] = model.state_dict(), count.calls
+    plain = copy.deepcopy(start)
+    plain_loop(plain, data.train_images, 23)
+    for name, value in plain.state_dict().items():
+        if name == "train_images" or name == "final_loss":
+            continue
+        torch.testing.assert_close(weights[None][name], value, rtol=1e-6, atol=1e-7)
+        torch.testing.assert_close(weights[1][name], value, rtol=1e-6, atol=1e-7)
+    # Calls end at each check (steps 7, 14, 21) and at max_steps: 4 calls, not 23.
+    assert calls == {None: 4, 1: 23}
+
+
+class CountCalls(Callback):
+    def __init__(self):
+        self.calls = 0
+
+    def on_train_batch_end(self, *_):
+        self.calls += 1
