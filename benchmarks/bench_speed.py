@@ -4,6 +4,7 @@
     python benchmarks/bench_speed.py --quick               # ~2 min: checks that it works
     python benchmarks/bench_speed.py --device cuda --out bench_cuda.json
     python benchmarks/bench_speed.py --threads 1 --repeats 5
+    python benchmarks/bench_speed.py --sections [1,3]          # only sections 1 and 3
 
 Run it from anywhere on an otherwise idle machine, with the data root in $IDC_DATA_DIR (MNIST and
 Fashion-MNIST). Every number is a median over `--repeats` repeats (3; 2 with --quick), printed
@@ -20,6 +21,8 @@ one per core); section 3 starts subprocesses as the sweep runner does.
    its callbacks, a WandbLogger in disabled mode, no progress bar) against a plain PyTorch
    loop over the same model, the optimizer of its `configure_optimizers()` (fused Adam) and the
    same training image, full batch, MSE, with the module's `loss.item()` every `check_every` steps.
+   The module runs several optimizer steps per Lightning training_step (up to the next loss
+   check), which is what keeps the ratio near 1 for the smallest nets.
    Each repeat times a short and a long step budget (chosen from a warm-up so the long one takes
    ~6 s, 0.5 s with --quick); ms/step = (t_long - t_short) / (n_long - n_short), so fit start and
    teardown cancel, and the fixed cost of one fit (Trainer construction, fit set-up, teardown) is
@@ -37,17 +40,16 @@ one per core); section 3 starts subprocesses as the sweep runner does.
    64x128x28x28 (16 images with --quick; the CNNs' reference), forward, no grad; the same conv on
    the one image a training step sees is listed too. On CUDA, PyTorch's defaults apply to both
    the model and the reference ops (convs may use TF32, matmuls do not).
-3. Grid throughput. A SMALL stand-in for the figure-3 grid (CNN depths 1-4 at 32 channels, 200
-   steps, data.test_size 16, seed 0; --quick: depths 1-2 at 8 channels, 20 steps, test_size 4)
-   is written as a sweep file and run twice through the real offline runner
-   (`identity_crisis.sweep.OfflineRunner`, output in a temp dir): with its default CPU slots
-   (one 1-thread worker per core) and one cell at a time with one thread per core (on CUDA: 4
-   runs per GPU against 1). Reported: wall time and cells per hour. Then the fixed cost of one
-   run: the `fit` command in a subprocess on a figure-3 cell (CNN depth 5, 128 channels) with
-   trainer.max_steps=1 and data.test_size=1, under the runner's worker environment: process
-   start, imports, W&B (offline) init and finish, data loading, one step, the probe panels, and
-   teardown; the bare imports are timed on their own. Target: that fixed cost is below the
-   training time of a depth-5 cell (1500 steps x the section-1 Lightning step time).
+3. Grid throughput. The real offline runner (`identity_crisis.sweep.OfflineRunner`, output in a
+   temp dir, its default slots: one 1-thread worker per usable core; on CUDA 4 cells on GPU 0)
+   runs each grid twice: a process per cell (`--isolate`) and a worker per slot that imports
+   once and trains cell after cell. Grids: a SMALL stand-in for the figure-3 grid (CNN depths
+   1-4 at 32 channels, 200 steps, data.test_size 16, seed 0; --quick: depths 1-2 at 8 channels,
+   20 steps, test_size 4) and `sweeps/repro_fig2.yaml` (18 real cells; --quick: 4 of them at
+   100 steps). Reported: wall time, cells per hour, the speed-up. Then the fixed cost of a cell:
+   the wall time per cell of figure-3 cells (CNN depth 5, 128 channels) cut to max_steps=1 and
+   data.test_size=1 (6 seeds; --quick: 2), one slot, each way: process start, imports, W&B
+   (offline) init and finish, data loading, one step, the probe panels, and teardown.
 4. Evaluation throughput. Test images per second of `trainer.test(...)` on an untrained model
    at the default test sets and sizes (7 sets x data.test_size=100; --quick: 10), first without
    callbacks, then with the command's callbacks (ProbePanels with initial weights recorded as
@@ -66,7 +68,6 @@ import logging
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -86,6 +87,7 @@ from torch import nn
 from datamodules import SingleExampleDataModule
 from identity_crisis import run_folder
 from identity_crisis.callbacks import ProbePanels, RunSummary
+from identity_crisis.errors import int_list
 from identity_crisis.sweep import OfflineRunner, load_sweep
 from identity_crisis.trainer_defaults import TRAINER_DEFAULTS
 from lightning_modules import CNN, FCN
@@ -274,15 +276,14 @@ def fraction_of_peak(overhead: list[dict], peaks: dict) -> list[dict]:
 
 
 # --- 3. grid throughput ------------------------------------------------------------------------
-def run_grid(sweep_file: Path, out: Path, device: str, parallel: bool, threads: int) -> dict:
+def run_grid(sweep_file: Path, out: Path, device: str, isolate: bool, extra=()) -> dict:
+    """One pass of the real offline runner with its default slots: a worker per slot that trains
+    cell after cell, or (`isolate`) a process per cell."""
     sweep = load_sweep(sweep_file)
-    if device == "cuda":
-        runner = OfflineRunner(sweep, out, gpus=["0"], per_gpu=4 if parallel else 1)
-    else:
-        runner = OfflineRunner(sweep, out, workers=None if parallel else 1)
-        if not parallel:  # one cell at a time with every thread
-            one = {"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": str(threads)}
-            runner.slots = [{**one, "MKL_NUM_THREADS": str(threads)}]
+    gpus = ["0"] if device == "cuda" else None
+    runner = OfflineRunner(
+        sweep, out, gpus=gpus, per_gpu=4, extra_args=list(extra), isolate=isolate
+    )
     printed = io.StringIO()
     start = time.perf_counter()
     with contextlib.redirect_stdout(printed):
@@ -296,10 +297,9 @@ def run_grid(sweep_file: Path, out: Path, device: str, parallel: bool, threads: 
         for cell in runner.cells:
             if not cell.done and (cell.folder / run_folder.CELL_LOG).is_file():
                 log((cell.folder / run_folder.CELL_LOG).read_text()[-3000:])
-    slot_threads = runner.slots[0].get("OMP_NUM_THREADS", "default")
     return {
         "slots": len(runner.slots),
-        "threads_per_slot": slot_threads,
+        "threads_per_slot": runner.slots[0].get("OMP_NUM_THREADS", "default"),
         "counts": counts,
         "wall_s": wall,
         "cells_per_hour": counts["done"] / wall * 3600,
@@ -307,70 +307,86 @@ def run_grid(sweep_file: Path, out: Path, device: str, parallel: bool, threads: 
     }
 
 
-def timed_subprocess(command: list[str], env: dict) -> float:
-    start = time.perf_counter()
-    done = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True)
-    seconds = time.perf_counter() - start
-    if done.returncode != 0:
-        log(f"command failed ({done.returncode}): {' '.join(command)}\n{done.stdout[-3000:]}")
-        log(done.stderr[-3000:])
-        raise SystemExit(1)
-    return seconds
+def write_sweep(path: Path, name: str, config: str, parameters: dict) -> Path:
+    spec = {
+        "name": name,
+        "program": "identity_crisis/cli.py",
+        "method": "grid",
+        "command": ["${env}", "${interpreter}", "${program}", "fit", "--config", config]
+        + ["${args}"],
+        "parameters": {
+            k: {"values": v} if isinstance(v, list) else {"value": v} for k, v in parameters.items()
+        },
+    }
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
 
 
-def grid_throughput(quick, device, repeats, tmp: Path, d5_step_s: float) -> dict:
-    cores = os.cpu_count() or 1
+def both_ways(name: str, sweep_file: Path, tmp: Path, device: str, extra=()) -> dict:
+    runs = {}
+    for mode in ("process per cell", "worker"):
+        out = tmp / name / mode.replace(" ", "_")
+        runs[mode] = run_grid(sweep_file, out, device, mode == "process per cell", extra)
+        log(f"[3] {name}, {mode}: {runs[mode]['wall_s']:.1f} s, {runs[mode]['counts']}")
+    runs["speed-up"] = runs["process per cell"]["wall_s"] / runs["worker"]["wall_s"]
+    return runs
+
+
+def grid_throughput(quick, device, tmp: Path, d5_step_s: float | None) -> dict:
+    """Cells per hour, a process per cell against the worker, on the stand-in figure-3 grid and
+    on repro_fig2 (18 real cells; --quick: its first 4 at 100 steps); and the fixed cost of a
+    cell: the wall time per cell of one-step, one-image cells, one slot, each way."""
     depths, channels, steps, test_size = (
         ([1, 2], 8, 20, 4) if quick else ([1, 2, 3, 4], 32, 200, 16)
     )
-    spec = {
-        "name": "bench_grid",
-        "program": "identity_crisis/cli.py",
-        "method": "grid",
-        "command": ["${env}", "${interpreter}", "${program}", "fit", "--config"]
-        + ["configs/cnn.yaml", "${args}"],
-        "parameters": {
-            "model.depth": {"values": depths},
-            "model.channels": {"value": channels},
-            "trainer.max_steps": {"value": steps},
-            "data.test_size": {"value": test_size},
-            "seed_everything": {"value": 0},
-        },
-    }
-    sweep_file = tmp / "bench_grid.yaml"
-    sweep_file.write_text(yaml.safe_dump(spec, sort_keys=False))
     grid = f"CNN depths {depths}, {channels} channels, {steps} steps, test_size {test_size}, 1 seed"
+    stand_in = write_sweep(
+        tmp / "bench_grid.yaml",
+        "bench_grid",
+        "configs/cnn.yaml",
+        {
+            "model.depth": depths,
+            "model.channels": channels,
+            "trainer.max_steps": steps,
+            "data.test_size": test_size,
+            "seed_everything": 0,
+        },
+    )
     log(f"[3] stand-in grid: {grid}")
+    report = {"grid": grid, "stand_in": both_ways("stand-in", stand_in, tmp, device)}
+    fig2 = REPO / "sweeps" / "repro_fig2.yaml"
+    fig2_extra = ["--trainer.max_steps=100"] if quick else []
+    if quick:  # the first 4 cells: a copy of the file with one seed and two depths
+        spec = yaml.safe_load(fig2.read_text())
+        spec["parameters"]["seed_everything"] = {"values": [0]}
+        spec["parameters"]["model.depth"] = {"values": [1, 2]}
+        fig2 = tmp / "repro_fig2_quick.yaml"
+        fig2.write_text(yaml.safe_dump(spec, sort_keys=False))
+    report["repro_fig2"] = both_ways("repro_fig2", fig2, tmp, device, fig2_extra)
+    # Fixed cost: figure-3 cells (d5, 128 channels) cut to one step and one image per set.
+    fixed = write_sweep(
+        tmp / "bench_fixed.yaml",
+        "bench_fixed",
+        "configs/cnn.yaml",
+        {
+            "model.depth": 5,
+            "trainer.max_steps": 1,
+            "data.test_size": 1,
+            "seed_everything": list(range(2 if quick else 6)),
+        },
+    )
     runs = {}
-    for mode in ("parallel", "sequential"):
-        runs[mode] = run_grid(sweep_file, tmp / mode, device, mode == "parallel", cores)
-        log(f"[3] {mode}: {runs[mode]['wall_s']:.1f} s, {runs[mode]['counts']}")
-
-    # The runner's worker environment, and a figure-3 cell cut to one step and one image per set.
-    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1"}
-    env.update({"CUDA_VISIBLE_DEVICES": "0"} if device == "cuda" else {"CUDA_VISIBLE_DEVICES": ""})
-    if device == "cpu":
-        env.update({"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
-    imports = "import torch, torchvision, pytorch_lightning, wandb, identity_crisis.cli"
-    cell = [sys.executable, "identity_crisis/cli.py", "fit", "--config", "configs/cnn.yaml"]
-    cell += ["--model.depth=5", "--model.channels=128", "--trainer.max_steps=1"]
-    cell += ["--data.test_size=1", "--seed_everything=0"]
-    fixed, bare = [], []
-    for i in range(repeats):
-        bare.append(timed_subprocess([sys.executable, "-c", imports], env))
-        fixed.append(timed_subprocess(cell + [f"--run.dir={tmp / f'fixed{i}'}"], env))
-        log(f"[3] fixed cost: imports {bare[-1]:.1f} s, one-step cell {fixed[-1]:.1f} s")
-    training = FIG3_STEPS * d5_step_s
-    return {
-        "grid": grid,
-        "runs": runs,
-        "fixed_cell_s": stats(fixed),
-        "imports_s": stats(bare),
-        "fixed_cell_raw": fixed,
-        "imports_raw": bare,
-        "d5_training_s": training,
-        "fixed_over_training": statistics.median(fixed) / training,
-    }
+    for mode in ("process per cell", "worker"):
+        out = tmp / "fixed" / mode.replace(" ", "_")
+        runner = OfflineRunner(load_sweep(fixed), out, workers=1, isolate=mode != "worker")
+        start = time.perf_counter()
+        with contextlib.redirect_stdout(io.StringIO()):
+            counts = runner.run()
+        runs[mode] = (time.perf_counter() - start) / max(counts["done"], 1)
+        log(f"[3] fixed cost, {mode}: {runs[mode]:.2f} s per cell ({counts})")
+    report["fixed_cell_s"] = runs
+    report["d5_training_s"] = FIG3_STEPS * d5_step_s if d5_step_s else None
+    return report
 
 
 # --- 4. evaluation throughput ------------------------------------------------------------------
@@ -425,7 +441,11 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="JSON file for every raw number")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--repeats", type=int, default=None, help="default 3 (2 with --quick)")
+    parser.add_argument(
+        "--sections", type=int_list, default=[1, 2, 3, 4], help="which sections, e.g. [1,3]"
+    )
     args = parser.parse_args()
+    args.sections = set(args.sections)
     if args.device == "cuda" and not torch.cuda.is_available():
         print("CUDA is not available on this machine: nothing measured (use --device cpu).")
         return
@@ -448,21 +468,25 @@ def main() -> None:
         data = SingleExampleDataModule(download=False)
         data.setup("fit")
         names = [n for n in MODELS if not (args.quick and n == "cnn-d20-c128")]
-        overhead = framework_overhead(
-            names, data, device, repeats, 0.5 if args.quick else 6.0, str(tmp / "fits")
-        )
-        report["framework_overhead"] = overhead
-        peaks = peak_rates(device, 3 if args.quick else 5, 16 if args.quick else 64)
-        report["peaks"] = peaks
-        report["fraction_of_peak"] = fraction_of_peak(overhead, peaks)
-        d5 = next(r for r in overhead if r["model"] == "cnn-d5-c128")
-        d5_step = d5["lightning_step_s"]["median"]
-        grid_repeats = 1 if args.quick else repeats
-        report["grid_throughput"] = grid_throughput(args.quick, device, grid_repeats, tmp, d5_step)
-        eval_names = [n for n in ("cnn-d5-c128", "cnn-d20-c128", "fcn-d6-w784") if n in names]
-        report["evaluation"] = evaluation(
-            eval_names, 10 if args.quick else 100, device, repeats, str(tmp / "test")
-        )
+        d5_step = None
+        if {1, 2} & args.sections:
+            overhead = framework_overhead(
+                names, data, device, repeats, 0.5 if args.quick else 6.0, str(tmp / "fits")
+            )
+            report["framework_overhead"] = overhead
+            d5 = next(r for r in overhead if r["model"] == "cnn-d5-c128")
+            d5_step = d5["lightning_step_s"]["median"]
+        if 2 in args.sections:
+            peaks = peak_rates(device, 3 if args.quick else 5, 16 if args.quick else 64)
+            report["peaks"] = peaks
+            report["fraction_of_peak"] = fraction_of_peak(overhead, peaks)
+        if 3 in args.sections:
+            report["grid_throughput"] = grid_throughput(args.quick, device, tmp, d5_step)
+        if 4 in args.sections:
+            eval_names = [n for n in ("cnn-d5-c128", "cnn-d20-c128", "fcn-d6-w784") if n in names]
+            report["evaluation"] = evaluation(
+                eval_names, 10 if args.quick else 100, device, repeats, str(tmp / "test")
+            )
     report["machine"]["load_average_end"] = os.getloadavg()
     report["torch_threads_end"] = torch.get_num_threads()
     report["wall_s"] = time.perf_counter() - started
