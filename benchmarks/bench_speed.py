@@ -80,7 +80,6 @@ import torch.nn.functional as F
 import wandb
 import yaml
 from pytorch_lightning import Trainer
-from pytorch_lightning.loggers import WandbLogger
 from speed_tables import FIG3_STEPS, print_report, stats
 from torch import nn
 
@@ -88,6 +87,7 @@ from datamodules import SingleExampleDataModule
 from identity_crisis import run_folder
 from identity_crisis.callbacks import ProbePanels, RunSummary
 from identity_crisis.errors import int_list
+from identity_crisis.quiet import QuietWandbLogger
 from identity_crisis.sweep import OfflineRunner, load_sweep
 from identity_crisis.trainer_defaults import TRAINER_DEFAULTS
 from lightning_modules import CNN, FCN
@@ -140,7 +140,7 @@ def machine_info(device: str, threads: int) -> dict:
 
 def make_trainer(steps: int, device: str, root: str, callbacks: list | None = None) -> Trainer:
     """A Trainer as the `fit` command builds it (TRAINER_DEFAULTS), with W&B disabled."""
-    logger = WandbLogger(mode="disabled", save_dir=root, settings=wandb.Settings(quiet=True))
+    logger = QuietWandbLogger(mode="disabled", save_dir=root, settings=wandb.Settings(quiet=True))
     options = {**TRAINER_DEFAULTS, "max_steps": steps, "enable_progress_bar": False}
     return Trainer(
         **options,
