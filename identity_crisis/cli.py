@@ -23,6 +23,7 @@ import os
 import re
 import signal
 import sys
+import threading
 import warnings
 from pathlib import Path
 
@@ -470,10 +471,13 @@ def main(argv: list[str] | None = None) -> None:
         ):
             print(f"identity-crisis: error: --config {path} is empty", file=sys.stderr)
             sys.exit(2)
-    # A closed terminal (SIGHUP) stops a run as Ctrl-C does: recorded as interrupted, weights kept.
-    signal.signal(signal.SIGHUP, _interrupt)
-    # SIGINT stops a run even when the shell that started it ignores SIGINT (a background job).
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    # `wandb.agent` with a function runs each run in a thread of its own, where no handler can be
+    # set; the agent's process has its own Ctrl-C (identity_crisis.cell_worker).
+    if threading.current_thread() is threading.main_thread():
+        # A closed terminal (SIGHUP) stops a run as Ctrl-C does: recorded interrupted, weights kept.
+        signal.signal(signal.SIGHUP, _interrupt)
+        # SIGINT stops a run even when the shell that started it ignores SIGINT (a background job).
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     command = argv[0] if argv and argv[0] in ("fit", "test") else "fit"
     try:
         IdentityCrisisCLI(args=argv)

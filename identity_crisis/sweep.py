@@ -7,10 +7,16 @@
 
 It reads the same YAML `wandb sweep` reads (`identity_crisis.sweep_file`), expands the grid (or
 draws `run_cap` seeded random cells), fills the file's own `command` as a W&B agent fills it, and
-runs each cell as a subprocess with WANDB_MODE=offline and the sweep's name as the W&B group. Run
-it from the project root (the commands name `configs/...` and `identity_crisis/cli.py` relative
-to it). Extra `--section.key=value` arguments go to every cell and are part of the cells' identity:
-a smoke test gets folders of its own.
+runs each cell with WANDB_MODE=offline and the sweep's name as the W&B group. Run it from the
+project root (the commands name `configs/...` and `identity_crisis/cli.py` relative to it). Extra
+`--section.key=value` arguments go to every cell and are part of the cells' identity: a smoke
+test gets folders of its own.
+
+Each slot has a worker process (`identity_crisis.cell_worker`) that imports once and trains one
+cell after another in-process, each with a fresh Trainer, model, seed, W&B run and folder; a
+cell that crashed or was interrupted retires its worker and the next cell gets a fresh one.
+`--isolate` runs every cell as a process of its own instead (as does a sweep whose command is
+not this project's `fit`); the cells, their folders and records are the same either way.
 
 Before the first cell starts, every cell's command is parsed by the real CLI; a bad one stops
 the runner (exit 2) with one line naming the cell, and nothing is started or created.
@@ -23,10 +29,11 @@ While a runner trains a cell it holds `lock.json` (`identity_crisis.locks`), so 
 order and takes the next that is neither done nor held. A rerun skips done cells and redoes the
 rest (failed, interrupted, never started); the lock of a runner that was killed is taken over.
 
-SIGINT, SIGTERM and SIGHUP stop the running cells (SIGINT to each cell's process group, SIGKILL
-after STOP_GRACE_S), record them as interrupted and release their locks; the runner then exits
-with 128 + the signal number (130, 143, 129). A signal the runner was started ignoring (nohup's
-SIGHUP) stays ignored. On Linux a SIGKILLed runner takes its cells down with it (PR_SET_PDEATHSIG).
+SIGINT, SIGTERM and SIGHUP stop the running cells (SIGINT to each cell's or worker's process
+group, SIGKILL after STOP_GRACE_S), record them as interrupted and release their locks; the runner
+then exits with 128 + the signal number (130, 143, 129). A signal the runner was started ignoring
+(nohup's SIGHUP) stays ignored. On Linux a SIGKILLed runner takes its cells and workers down with
+it (PR_SET_PDEATHSIG).
 Exit codes otherwise: 0 every cell this runner started is done; 1 some failed; 2 a bad command line
 or sweep file (nothing ran).
 """
@@ -34,8 +41,6 @@ or sweep file (nothing ran).
 from __future__ import annotations
 
 import argparse
-import contextlib
-import ctypes
 import logging
 import math
 import os
@@ -53,6 +58,17 @@ from pathlib import Path
 from typing import IO
 
 from identity_crisis import run_folder
+
+# default_sigint is re-exported: tests and launchers import it from here.
+from identity_crisis.cell_worker import (  # noqa: F401
+    STOP_GRACE_S,
+    Worker,
+    WorkerCell,
+    cell_preexec,
+    default_sigint,
+    in_process_argv,
+    stop_all,
+)
 from identity_crisis.errors import ConfigError
 from identity_crisis.locks import LOCK_FILE, FolderLock
 from identity_crisis.run_folder import (
@@ -81,12 +97,8 @@ from identity_crisis.verdict import clock, in_words, results_from_metrics
 
 # The signals that stop the runner cleanly; its exit code is then 128 + the signal's number.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-# Seconds a cell gets to shut down after its SIGINT (Lightning records it interrupted), before
-# SIGKILL. SLURM's default KillWait (30 s between SIGTERM and SIGKILL) leaves room for it.
-STOP_GRACE_S = 10.0
 # An extra argument for every cell: --section.key=value, or a top-level key of `fit`.
 OVERRIDE = re.compile(r"--(seed_everything|[A-Za-z_][\w-]*(\.[\w-]+)+)=")
-PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 @dataclass
@@ -112,9 +124,10 @@ class Cell:
 
 @dataclass
 class Job:
-    """A started cell: its process, lock, open log, full command and start time."""
+    """A started cell: its process (or the worker training it), lock, open log, full command and
+    start time."""
 
-    proc: subprocess.Popen
+    proc: subprocess.Popen | WorkerCell
     cell: Cell
     lock: FolderLock
     log: IO[str]
@@ -155,7 +168,8 @@ class StopSignals:
 
 class OfflineRunner:
     """Runs the cells of one sweep on local slots: `per_gpu` processes on each GPU, or
-    `workers` CPU processes of one thread each."""
+    `workers` CPU processes of one thread each; each slot's process is a worker that trains its
+    cells one after another, or (`isolate`) a process per cell."""
 
     def __init__(
         self,
@@ -167,8 +181,11 @@ class OfflineRunner:
         limit: int | None = None,
         seed: int = 0,
         extra_args: list[str] | None = None,
+        isolate: bool = False,
     ):
         self.sweep = sweep
+        self.isolate = isolate
+        self.workers: dict[int, Worker] = {}
         self.root = Path(out) / sweep.name
         self.extra_args = list(extra_args or [])
         self.cells = [
@@ -257,7 +274,8 @@ class OfflineRunner:
         todo, skipped = self.plan()
         print(
             f"sweep {self.sweep.name}: {len(self.cells)} cells, {len(skipped)} done before, "
-            f"{len(todo)} to run on {len(self.slots)} slot(s) -> {self.root}",
+            f"{len(todo)} to run on {len(self.slots)} slot(s), "
+            f"{'a process per cell' if self.isolate else 'a worker process each'} -> {self.root}",
             flush=True,
         )
         counts = {"done": 0, "skipped": len(skipped), "failed": 0, "interrupted": 0, "others": 0}
@@ -270,10 +288,10 @@ class OfflineRunner:
         with StopSignals() as stop:
             try:
                 while not stop.received:
-                    for slot, slot_env in enumerate(self.slots):
+                    for slot in range(len(self.slots)):
                         if slot in running or walked or not self._room(starts):
                             continue
-                        job = self._next(walk, slot_env, counts, since)
+                        job = self._next(walk, slot, counts, since)
                         walked = job is None
                         if job is not None:
                             running[slot], starts = job, starts + 1
@@ -285,6 +303,8 @@ class OfflineRunner:
                 if running:
                     why = f"interrupted ({stop.name or 'the runner stopped on an error'})"
                     self._stop_jobs(list(running.values()), why, counts)
+                for worker in self.workers.values():
+                    worker.close()
         counts["signal"] = stop.received or 0
         self._summary(counts)
         return counts
@@ -295,7 +315,7 @@ class OfflineRunner:
     def _tag(self, cell: Cell) -> str:
         return f"[{cell.index + 1}/{len(self.cells)}]"
 
-    def _next(self, walk: Iterator[Cell], slot_env: dict, counts: dict, since: float):
+    def _next(self, walk: Iterator[Cell], slot: int, counts: dict, since: float):
         """Start the next cell of the walk that is not done, not held by another runner and did
         not fail under another runner of this round; None when the walk is over."""
         for cell in walk:
@@ -317,36 +337,58 @@ class OfflineRunner:
                 # cannot be judged: the cell lock has judged it.
                 (cell.folder / CELL_RUN / run_folder.LOCK).unlink(missing_ok=True)
             try:
-                return self._start(cell, slot_env, lock)
+                return self._start(cell, slot, lock)
             except BaseException:
                 lock.release()
                 raise
         return None
 
-    def _start(self, cell: Cell, slot_env: dict, lock: FolderLock) -> Job:
+    def _start(self, cell: Cell, slot: int, lock: FolderLock) -> Job:
         command = self.command(cell)
-        env = {**os.environ, **slot_env, "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, **self.slots[slot], "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1"}
         # A W&B service started by whoever launched the runner (a notebook, a test) is advertised
         # in WANDB_SERVICE; a cell attached to it dies with it and hangs on Ctrl-C. Each cell
-        # starts its own.
+        # (or worker) starts its own.
         env.pop("WANDB_SERVICE", None)
         log = run_folder.open_cell_log(cell.folder, shlex.join(command))
         print(f"{self._tag(cell)} start {cell.folder.name}", flush=True)
+        argv = None if self.isolate else in_process_argv(command)
         try:
-            # A session of its own: a terminal's Ctrl-C reaches the runner only, which stops the
-            # cells in order; the cell dies with the runner even if that is SIGKILLed.
-            proc = subprocess.Popen(
-                command,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-                start_new_session=True,
-                preexec_fn=_cell_preexec(os.getpid()),
-            )
+            if argv is not None:
+                proc = self._in_worker(slot, env, log, argv, cell)
+            else:
+                # A session of its own: a terminal's Ctrl-C reaches the runner only, which stops
+                # the cells in order; the cell dies with the runner even if that is SIGKILLed.
+                proc = subprocess.Popen(
+                    command,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                    start_new_session=True,
+                    preexec_fn=cell_preexec(os.getpid()),
+                )
         except BaseException:
             log.close()
             raise
         return Job(proc, cell, lock, log, command, time.time())
+
+    def _in_worker(self, slot: int, env: dict, log: IO[str], argv: list[str], cell: Cell):
+        """Hand the cell to the slot's worker; a fresh worker when there is none, or when the last
+        one is gone or was left unclean (a crash, an interrupt)."""
+        for _ in range(2):  # a worker that died since its last answer gets one replacement
+            worker = self.workers.get(slot)
+            if worker is None or not worker.usable:
+                if worker is not None:
+                    worker.close(grace_s=5.0)
+                worker = self.workers[slot] = Worker(env, log)
+            # Which cells shared a process, for whoever reads the log after a surprise.
+            log.write(f"in worker {worker.proc.pid}, its cell {worker.cells + 1}\n")
+            log.flush()
+            try:
+                return worker.run(argv, log.name, str(cell.folder))
+            except BrokenPipeError:
+                worker.clean = False
+        raise RuntimeError(f"no worker would take {cell.folder}")
 
     def _poll(self, running: dict[int, Job], counts: dict) -> None:
         """Finish the cells that ended; keep the others' locks alive."""
@@ -363,7 +405,7 @@ class OfflineRunner:
             if not ours:  # silent past the stale time: another runner has the cell now
                 del running[slot]
                 print(f"{self._tag(job.cell)} LOST the lock of {job.cell.folder.name}; stopping")
-                _stop(job.proc)
+                stop_all([job.proc])
                 job.log.close()
                 counts["interrupted"] += 1
 
@@ -409,7 +451,7 @@ class OfflineRunner:
         on its own before the stop reached it) and its lock released."""
         print(f"\n{why}: stopping {len(jobs)} running cell(s) ...", flush=True)
         finishing = [job.proc for job in jobs if self._has_result(job)]
-        _stop_all([job.proc for job in jobs], spare=finishing)
+        stop_all([job.proc for job in jobs], spare=finishing)
         for job in jobs:
             job.log.close()
             if job.proc.returncode == 0:
@@ -467,36 +509,12 @@ def _fit_argv(command: list[str]) -> list[str] | None:
     return command[at + 1 :]
 
 
-def _stop_all(
-    procs: list[subprocess.Popen], grace_s: float = STOP_GRACE_S, spare: list | None = None
-) -> None:
-    """SIGINT to each child's whole process group (Lightning then shuts down cleanly and the
-    run records itself as interrupted), SIGKILL to those still there after `grace_s`. The `spare`
-    ones have written their result and are only exiting: no SIGINT, the same grace to end."""
-    for sig, wait in ((signal.SIGINT, grace_s), (signal.SIGKILL, 5.0)):
-        alive = [proc for proc in procs if proc.poll() is None]
-        for proc in alive:
-            if sig == signal.SIGINT and proc in (spare or []):
-                continue
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, sig)
-        deadline = time.time() + wait
-        for proc in alive:
-            try:
-                proc.wait(timeout=max(0.0, deadline - time.time()))
-            except subprocess.TimeoutExpired:
-                continue
-
-
-def _stop(proc: subprocess.Popen, grace_s: float = STOP_GRACE_S) -> None:
-    _stop_all([proc], grace_s)
-
-
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="identity-crisis sweep",
-        description="Run a W&B sweep file offline, one subprocess per cell. Extra "
-        "--section.key=value arguments go to every cell (e.g. --trainer.max_steps=10).",
+        description="Run a W&B sweep file offline: a worker process per slot trains its cells one "
+        "after another. Extra --section.key=value arguments go to every cell "
+        "(e.g. --trainer.max_steps=10).",
         allow_abbrev=False,
     )
     parser.add_argument("sweep_file", help="a sweep YAML, e.g. sweeps/fig3_cnn_depth.yaml")
@@ -517,6 +535,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--limit", type=int, default=None, help="run at most this many cells")
     parser.add_argument("--seed", type=int, default=0, help="seed of a random sweep's draws")
     parser.add_argument("--dry-run", action="store_true", help="list the cells and commands")
+    parser.add_argument(
+        "--isolate",
+        action="store_true",
+        help="a process of its own for every cell (each pays the imports and start-up again) "
+        "instead of a worker per slot",
+    )
     args, extra = parser.parse_known_args(argv)
     for name in ("per_gpu", "workers", "limit"):
         value = getattr(args, name)
@@ -542,7 +566,15 @@ def main(argv: list[str] | None = None) -> None:
         sweep = load_sweep(args.sweep_file)
         gpus = choose_gpus(args.gpus, args.workers)
         runner = OfflineRunner(
-            sweep, args.out, gpus, args.per_gpu, args.workers, args.limit, args.seed, args.extra
+            sweep,
+            args.out,
+            gpus,
+            args.per_gpu,
+            args.workers,
+            args.limit,
+            args.seed,
+            args.extra,
+            isolate=args.isolate,
         )
         runner.check()
     except ConfigError as error:
@@ -563,33 +595,3 @@ def main(argv: list[str] | None = None) -> None:
     if counts["signal"]:
         sys.exit(128 + counts["signal"])
     sys.exit(1 if counts["failed"] or counts["interrupted"] else 0)
-
-
-def default_sigint() -> None:
-    """In a cell, before exec: SIGINT back to its default. A launcher that ignores it (a
-    background job, a process whose Lightning run was interrupted) passes that on, and the cell
-    would ignore the SIGINT the runner sends it to stop."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
-_PRCTL = None
-
-
-def _cell_preexec(runner_pid: int):
-    """What a cell runs between fork and exec: default_sigint, and on Linux PR_SET_PDEATHSIG so
-    the kernel SIGKILLs the cell when the runner dies, even of a SIGKILL (which the runner cannot
-    catch to stop its cells). prctl is looked up here, in the runner, not in the forked child.
-    Other systems have no such switch: there a SIGKILLed runner's cells train on to their end
-    (their locks go stale, and a rerun redoes them)."""
-    global _PRCTL
-    if _PRCTL is None and sys.platform.startswith("linux"):
-        _PRCTL = ctypes.CDLL(None, use_errno=True).prctl
-
-    def preexec() -> None:
-        default_sigint()
-        if _PRCTL is not None:
-            _PRCTL(PR_SET_PDEATHSIG, int(signal.SIGKILL))
-            if os.getppid() != runner_pid:  # the runner died before the switch was on
-                os.kill(os.getpid(), signal.SIGKILL)
-
-    return preexec
