@@ -67,14 +67,14 @@ def grid_row(config: Configuration, seed) -> tuple[RunRecord | None, dict | None
     if run is None:
         return None, None, " (no run)", None
     if run.status == run_folder.BROKEN:
-        why = f"{run.source} is broken ({run.error})"
+        why = f"{shown_path(run.source)} is broken ({run.error})"
         return run, None, " (broken)", f"prediction grid: {config.label} left blank: {why}"
     if run.status != run_folder.OK:
         return run, None, f" ({run.status})", None
     try:
         data = run.predictions()
     except BadFile as error:
-        why = f"{run.source}: {error}"
+        why = f"{shown_path(run.source)}: {error}"
         return run, None, " (unreadable)", f"prediction grid: {config.label} left blank: {why}"
     if data is None:
         return run, None, " (no predictions)", None
