@@ -39,7 +39,13 @@ from datamodules import sources
 from datamodules.errors import DataConfigError
 from datamodules.single_example import SingleExampleDataModule
 from identity_crisis import preflight, run_folder
-from identity_crisis.callbacks import FailureRecord, KeepWeights, ProbePanels, RunSummary
+from identity_crisis.callbacks import (
+    FailureRecord,
+    KeepWeights,
+    ProbePanels,
+    RunSummary,
+    wandb_loggers,
+)
 from identity_crisis.commands import COMMANDS, LIGHTNING_COMMANDS
 from identity_crisis.commands import main as commands_main
 from identity_crisis.errors import ConfigError
@@ -269,7 +275,7 @@ class IdentityCrisisCLI(LightningCLI):
 
     @property
     def wandb_logger(self) -> WandbLogger | None:
-        return next((lg for lg in self.trainer.loggers if isinstance(lg, WandbLogger)), None)
+        return next(iter(wandb_loggers(self.trainer)), None)
 
     def before_fit(self) -> None:
         self._start_run()

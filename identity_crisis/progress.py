@@ -21,12 +21,18 @@ from identity_crisis.verdict import clock
 EVERY_S = 30.0
 
 
+def may_stop_early(trainer: Trainer, module: LightningModule) -> bool:
+    """Whether the module's stop rule can end training before `max_steps`."""
+    stop_loss = getattr(module.hparams, "stop_loss", None)
+    return stop_loss is not None and (trainer.min_steps or 0) < trainer.max_steps
+
+
 def stop_rule(trainer: Trainer, module: LightningModule) -> str:
     """'at least 1500 steps, then until the training MSE < 0.0001, at most 12000' in words."""
-    stop_loss = getattr(module.hparams, "stop_loss", None)
-    if stop_loss is None or (trainer.min_steps or 0) >= trainer.max_steps:
+    if not may_stop_early(trainer, module):
         return f"{trainer.max_steps} steps"
     least = f"at least {trainer.min_steps} steps, then " if trainer.min_steps else ""
+    stop_loss = module.hparams.stop_loss
     return f"{least}until the training MSE < {stop_loss:g}, at most {trainer.max_steps} steps"
 
 
@@ -35,7 +41,7 @@ class StepBar(TQDMProgressBar):
 
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         super().on_train_epoch_start(trainer, pl_module)
-        if stop_rule(trainer, pl_module) != f"{trainer.max_steps} steps":
+        if may_stop_early(trainer, pl_module):
             self.train_progress_bar.total = None
         self.train_progress_bar.set_description(f"training ({stop_rule(trainer, pl_module)})")
 

@@ -224,13 +224,17 @@ class IdentityTaskModule(LightningModule):
             if scheduler is not None:
                 scheduler.step()
             step = self.global_step  # steps done, this one included
+            logged, checked = step % log_every == 0, step % self.hparams.check_every == 0
+            if not (logged or checked or self.first_loss is None):
+                continue
+            value = loss.item()  # one device-to-host sync, only on the steps that need it
             if self.first_loss is None:
-                self.first_loss = loss.item()
-            if step % log_every == 0:
+                self.first_loss = value
+            if logged:
                 for logger in self.loggers:
-                    logger.log_metrics({"train/loss": loss.item()}, step=step)
-            if step % self.hparams.check_every == 0:
-                self._check_loss(loss.item())
+                    logger.log_metrics({"train/loss": value}, step=step)
+            if checked:
+                self._check_loss(value)
         if self.trainer.progress_bar_callback is not None:
             self.log("train/loss", loss, prog_bar=True, logger=False)
 
