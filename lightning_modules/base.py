@@ -27,7 +27,13 @@ from lightning_modules.metrics import DEFAULT_VERDICT_THRESHOLD, IdentityScores
 # Typed choices and bounds: LightningCLI (jsonargparse) checks them before anything is built and
 # `--help` lists them; a notebook that builds a module by hand is trusted.
 Init = Literal[
-    "default", "xavier_uniform", "xavier_normal", "kaiming_normal", "kaiming_uniform", "orthogonal"
+    "default",
+    "default_zero_bias",
+    "xavier_uniform",
+    "xavier_normal",
+    "kaiming_normal",
+    "kaiming_uniform",
+    "orthogonal",
 ]
 Optimizer = Literal["adam", "amsgrad", "sgd"]
 Activation = Literal["relu", "linear"]
@@ -61,8 +67,9 @@ class IdentityTaskModule(LightningModule):
         momentum: SGD momentum (unused by adam and amsgrad).
         warmup_steps: the learning rate rises linearly from lr / warmup_steps to lr over the first
             `warmup_steps` steps, then stays at lr; 0 = no warmup.
-        init: weight initialization: default (PyTorch's), xavier_uniform, xavier_normal,
-            kaiming_normal, kaiming_uniform or orthogonal; biases start at zero except with default.
+        init: weight initialization: default (PyTorch's), default_zero_bias (PyTorch's weights,
+            zero biases), xavier_uniform, xavier_normal, kaiming_normal, kaiming_uniform or
+            orthogonal; biases start at zero except with default.
         fit_threshold: final training MSE above which the run is flagged as not fitted.
         stop_loss: stop training once the training MSE is below this (checked every
             `check_every` steps, and not before the trainer's `min_steps`); null = train for the
@@ -153,7 +160,11 @@ class IdentityTaskModule(LightningModule):
             if not isinstance(module, nn.Linear | nn.Conv2d):
                 continue
             weight = module.weight
-            if init == "xavier_uniform":
+            if init == "default_zero_bias":
+                # PyTorch's own weights; only its positive-or-negative uniform biases go, which at
+                # depth 20 decide whether the input survives initialization (issue 16).
+                pass
+            elif init == "xavier_uniform":
                 nn.init.xavier_uniform_(weight)
             elif init == "xavier_normal":
                 nn.init.xavier_normal_(weight)

@@ -103,7 +103,7 @@ BAD_INPUTS = [
     (["--config", "configs/fcn.yaml", "--model.activation=tanh"], "choose one of relu, linear"),
     (
         ["--config", "configs/cnn.yaml", "--model.init=he"],
-        "--model.init=he is not valid; choose one of default, xavier_uniform",
+        "--model.init=he is not valid; choose one of default, default_zero_bias, xavier_uniform",
     ),
     (
         ["--config", "configs/cnn.yaml", "--model.optimizer=rmsprop"],

@@ -178,6 +178,17 @@ def test_init_schemes_zero_the_biases_and_differ():
     assert not torch.equal(a.layers[0].weight, b.layers[0].weight)
 
 
+def test_default_zero_bias_keeps_pytorchs_weights_and_only_zeroes_the_biases():
+    torch.manual_seed(3)
+    default = CNN(depth=3, channels=4, init="default")
+    torch.manual_seed(3)
+    zero_bias = CNN(depth=3, channels=4, init="default_zero_bias")
+    for kept, changed in zip(default.layers, zero_bias.layers, strict=True):
+        assert torch.equal(kept.weight, changed.weight)
+        assert kept.bias.abs().sum() > 0
+        assert changed.bias.abs().sum() == 0
+
+
 def plain_loop(model, images: torch.Tensor, steps: int) -> None:
     """The per-step training a researcher would write: the module's optimizer and warmup."""
     configured = model.configure_optimizers()
