@@ -22,7 +22,9 @@ one per core); section 3 starts subprocesses as the sweep runner does.
    loop over the same model, the optimizer of its `configure_optimizers()` (fused Adam) and the
    same training image, full batch, MSE, with the module's `loss.item()` every `check_every` steps.
    The module runs several optimizer steps per Lightning training_step (up to the next loss
-   check), which is what keeps the ratio near 1 for the smallest nets.
+   check), which is what keeps the ratio near 1 for the smallest nets, and skips Lightning's
+   per-step hook dispatch when no callback overrides a step hook; "hooked" times the same Trainer
+   with one no-op `on_before_optimizer_step` callback, the path such a run takes.
    Each repeat times a short and a long step budget (chosen from a warm-up so the long one takes
    ~6 s, 0.5 s with --quick); ms/step = (t_long - t_short) / (n_long - n_short), so fit start and
    teardown cancel, and the fixed cost of one fit (Trainer construction, fit set-up, teardown) is
@@ -79,7 +81,7 @@ import torch
 import torch.nn.functional as F
 import wandb
 import yaml
-from pytorch_lightning import Trainer
+from pytorch_lightning import Callback, Trainer
 from speed_tables import FIG3_STEPS, print_report, stats
 from torch import nn
 
@@ -152,23 +154,34 @@ def make_trainer(steps: int, device: str, root: str, callbacks: list | None = No
 
 
 # --- 1. framework overhead ---------------------------------------------------------------------
-def time_lightning(name: str, steps: int, data, device: str, root: str) -> float:
+class StepHook(Callback):
+    """A no-op step hook: it brings back Lightning's per-step hook dispatch (step_path.py), the
+    path of a run whose callbacks act on every step."""
+
+    def on_before_optimizer_step(self, *_) -> None:
+        pass
+
+
+def time_lightning(
+    name: str, steps: int, data, device: str, root: str, clock, hooked: bool = False
+) -> float:
     model = build(name)
+    callbacks = [ProbePanels(), RunSummary(), *([StepHook()] if hooked else [])]
     sync(device)
-    start = time.perf_counter()
-    make_trainer(steps, device, root).fit(model, datamodule=data)
+    start = clock()
+    make_trainer(steps, device, root, callbacks).fit(model, datamodule=data)
     wandb.finish()  # as a run ends; the next Trainer gets a W&B run of its own
     sync(device)
-    return time.perf_counter() - start
+    return clock() - start
 
 
-def time_plain(name: str, steps: int, images: torch.Tensor, device: str) -> float:
+def time_plain(name: str, steps: int, images: torch.Tensor, device: str, clock) -> float:
     model = build(name).to(device)
     optimizer = model.configure_optimizers()
     check_every = model.hparams.check_every
     x = images.to(device)
     sync(device)
-    start = time.perf_counter()
+    start = clock()
     for step in range(steps):
         loss = F.mse_loss(model(x), x)
         optimizer.zero_grad()
@@ -177,25 +190,30 @@ def time_plain(name: str, steps: int, images: torch.Tensor, device: str) -> floa
         if (step + 1) % check_every == 0:
             loss.item()
     sync(device)
-    return time.perf_counter() - start
+    return clock() - start
 
 
-def framework_overhead(names, data, device, repeats, target_s, root) -> list[dict]:
+def framework_overhead(names, data, device, repeats, target_s, root, clock) -> list[dict]:
+    """clock: time.perf_counter, or time.process_time on a machine other jobs load (with one
+    thread, waiting for a core is then not counted, work is)."""
     results = []
     for name in names:
-        time_plain(name, 2, data.train_images, device)  # warm-up: kernels, allocator
-        time_lightning(name, 2, data, device, root)
-        n, elapsed = 3, time_plain(name, 3, data.train_images, device)
+        time_plain(name, 2, data.train_images, device, clock)  # warm-up: kernels, allocator
+        time_lightning(name, 2, data, device, root, clock)
+        n, elapsed = 3, time_plain(name, 3, data.train_images, device, clock)
         while elapsed < target_s / 5:  # the estimate of the step time takes >= 1/5 of a budget
             n *= 2
-            elapsed = time_plain(name, n, data.train_images, device)
+            elapsed = time_plain(name, n, data.train_images, device, clock)
         estimate = elapsed / n
         n_long = int(min(max(target_s / estimate, 20), 5000))
         n_short = max(2, n_long // 5)
         log(f"[1] {name}: ~{estimate * 1e3:.1f} ms/step, budgets {n_short}/{n_long} steps")
         timers = {
-            "lightning": lambda n, name=name: time_lightning(name, n, data, device, root),
-            "plain": lambda n, name=name: time_plain(name, n, data.train_images, device),
+            "lightning": lambda n, name=name: time_lightning(name, n, data, device, root, clock),
+            "hooked": lambda n, name=name: time_lightning(
+                name, n, data, device, root, clock, hooked=True
+            ),
+            "plain": lambda n, name=name: time_plain(name, n, data.train_images, device, clock),
         }
         raw = {kind: [] for kind in timers}
         for _ in range(repeats):  # interleaved, so a slow spell of the machine hits both
@@ -207,11 +225,12 @@ def framework_overhead(names, data, device, repeats, target_s, root) -> list[dic
             fixed = [t["t_short"] - n_short * s for t, s in zip(times, per_step, strict=True)]
             result[f"{kind}_step_s"] = stats(per_step)
             result[f"{kind}_fixed_s"] = stats(fixed)
-        ratios = [
-            (lt["t_long"] - lt["t_short"]) / (pt["t_long"] - pt["t_short"])
-            for lt, pt in zip(raw["lightning"], raw["plain"], strict=True)
-        ]
-        result["ratio"] = stats(ratios)
+        for kind, key in (("lightning", "ratio"), ("hooked", "hooked_ratio")):
+            ratios = [
+                (lt["t_long"] - lt["t_short"]) / (pt["t_long"] - pt["t_short"])
+                for lt, pt in zip(raw[kind], raw["plain"], strict=True)
+            ]
+            result[key] = stats(ratios)
         results.append(result)
     return results
 
@@ -444,6 +463,12 @@ def main() -> None:
     parser.add_argument(
         "--sections", type=int_list, default=[1, 2, 3, 4], help="which sections, e.g. [1,3]"
     )
+    parser.add_argument(
+        "--clock",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="section 1's clock: wall time, or this process's CPU time (a loaded machine)",
+    )
     args = parser.parse_args()
     args.sections = set(args.sections)
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -458,7 +483,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     repeats = args.repeats or (2 if args.quick else 3)
     device, started = args.device, time.perf_counter()
-    report = {"mode": "quick" if args.quick else "full", "repeats": repeats}
+    report = {"mode": "quick" if args.quick else "full", "repeats": repeats, "clock": args.clock}
     report["machine"] = machine_info(device, args.threads)
     if report["machine"]["load_average_start"][0] > 0.5:
         log(f"warning: load average {report['machine']['load_average_start']}: times are noisy")
@@ -470,8 +495,10 @@ def main() -> None:
         names = [n for n in MODELS if not (args.quick and n == "cnn-d20-c128")]
         d5_step = None
         if {1, 2} & args.sections:
+            clock = time.process_time if args.clock == "cpu" else time.perf_counter
+            budget_s = 0.5 if args.quick else 6.0
             overhead = framework_overhead(
-                names, data, device, repeats, 0.5 if args.quick else 6.0, str(tmp / "fits")
+                names, data, device, repeats, budget_s, str(tmp / "fits"), clock
             )
             report["framework_overhead"] = overhead
             d5 = next(r for r in overhead if r["model"] == "cnn-d5-c128")

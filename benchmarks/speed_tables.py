@@ -31,12 +31,14 @@ def overhead_table(results: list[dict]) -> str:
             fmt(r["plain_step_s"], 1e3),
             fmt(r["lightning_step_s"], 1e3),
             fmt(r["ratio"]),
+            fmt(r["hooked_ratio"]) if "hooked_ratio" in r else "-",
             f"{(r['lightning_step_s']['median'] - r['plain_step_s']['median']) * 1e3:.2f}",
             fmt(r["lightning_fixed_s"]),
         ]
         for r in results
     ]
     header = ["model", "steps", "plain ms/step", "Lightning ms/step", "Lightning/plain"]
+    header += ["hooked/plain"]
     return table(header + ["extra ms/step", "Lightning fixed s/fit"], rows)
 
 
@@ -143,6 +145,8 @@ def print_report(report: dict) -> None:
     machine += [["pytorch_lightning", m["pytorch_lightning"]]]
     loads = (m["load_average_start"][0], m["load_average_end"][0])
     machine += [["load average (1 min) start / end", f"{loads[0]:.2f} / {loads[1]:.2f}"]]
+    clock = report.get("clock", "wall")
+    machine += [["section 1 clock", "process CPU time" if clock == "cpu" else "wall time"]]
     print(table(["machine", ""], machine))
     sections = [
         ("framework_overhead", "1. Framework overhead (per training step; fixed cost per fit)"),

@@ -23,6 +23,7 @@ from torch import nn
 from lightning_modules.errors import TrainingFailed
 from lightning_modules.layer_activity import LayerActivity, first_blind_layer
 from lightning_modules.metrics import DEFAULT_VERDICT_THRESHOLD, IdentityScores
+from lightning_modules.step_path import hooks_in_the_way
 
 # Typed choices and bounds: LightningCLI (jsonargparse) checks them before anything is built and
 # `--help` lists them; a notebook that builds a module by hand is trusted.
@@ -87,6 +88,7 @@ class IdentityTaskModule(LightningModule):
     # and checks), so the weights after N steps do not depend on it. Not a config key: it changes
     # the speed, never the result.
     steps_per_call: int | None = None
+    _bare_steps = False  # set at the start of training (step_path.py)
 
     def __init__(
         self,
@@ -224,14 +226,25 @@ class IdentityTaskModule(LightningModule):
             images = self.all_gather(images).flatten(0, 1)
         self.train_images = images.clone()
 
+    def on_train_start(self) -> None:
+        self._bare_steps = not hooks_in_the_way(self.trainer, self)
+
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> None:
         optimizer, scheduler = self.optimizers(), self.lr_schedulers()
         log_every = self.trainer.log_every_n_steps
         for _ in range(self._steps_this_call()):
             loss = F.mse_loss(self(batch), batch)
             optimizer.zero_grad(set_to_none=True)
-            self.manual_backward(loss)
-            optimizer.step()
+            if self._bare_steps:
+                # Nothing would run in the hooks (step_path.py): the same backward and step,
+                # still counted by Lightning's own progress tracking around the step.
+                loss.backward()
+                optimizer._on_before_step()
+                optimizer.optimizer.step()
+                optimizer._on_after_step()
+            else:
+                self.manual_backward(loss)
+                optimizer.step()
             if scheduler is not None:
                 scheduler.step()
             step = self.global_step  # steps done, this one included

@@ -214,30 +214,63 @@ def plain_loop(model, images: torch.Tensor, steps: int) -> None:
 )
 def test_many_steps_per_call_give_the_weights_of_one_step_at_a_time(tiny_data, family, options):
     """Lightning runs several optimizer steps per training_step (its per-call cost would
-    otherwise dominate a small net's step); the weights after N steps are those of a plain
-    per-step loop and of one step per call."""
+    otherwise dominate a small net's step), without its per-step hook dispatch when no hook would
+    run; the weights after N steps are those of a plain per-step loop, of one step per call and of
+    the hooked path, and a callback's step hook runs on every step."""
     data = tiny_data(test_size=4)
     data.setup("fit")
     torch.manual_seed(0)
     start = family(**options, check_every=7)
     weights, calls = {}, {}
-    for per_call in (None, 1):
+    for per_call, hooked in ((None, False), (1, False), (None, True)):
         model = copy.deepcopy(start)
         model.steps_per_call = per_call
-        count = CountCalls()
-        trainer = make_trainer(23, callbacks=[count])
+        count, steps = CountCalls(), CountOptimizerSteps()
+        trainer = make_trainer(23, callbacks=[count, steps] if hooked else [count])
         trainer.fit(model, data)
         assert trainer.global_step == 23
-        weights[per_call], calls[per_call] = model.state_dict(), count.calls
+        assert model._bare_steps is not hooked
+        assert steps.steps == (23 if hooked else 0)
+        weights[per_call, hooked], calls[per_call, hooked] = model.state_dict(), count.calls
     plain = copy.deepcopy(start)
     plain_loop(plain, data.train_images, 23)
     for name, value in plain.state_dict().items():
         if name == "train_images" or name == "final_loss":
             continue
-        torch.testing.assert_close(weights[None][name], value, rtol=1e-6, atol=1e-7)
-        torch.testing.assert_close(weights[1][name], value, rtol=1e-6, atol=1e-7)
+        for path in weights:
+            torch.testing.assert_close(weights[path][name], value, rtol=1e-6, atol=1e-7)
     # Calls end at each check (steps 7, 14, 21) and at max_steps: 4 calls, not 23.
-    assert calls == {None: 4, 1: 23}
+    assert calls == {(None, False): 4, (1, False): 23, (None, True): 4}
+
+
+def test_every_hook_a_user_adds_brings_the_full_step_path_back(tiny_data):
+    from lightning_modules.step_path import hooks_in_the_way
+
+    class Clipper(Callback):
+        def on_after_backward(self, *_):
+            pass
+
+    class Noted(CNN):
+        def on_before_backward(self, loss):
+            pass
+
+    trainer = make_trainer(1, callbacks=[Clipper()])
+    assert hooks_in_the_way(trainer, CNN(depth=1)) == ["Clipper.on_after_backward"]
+    assert hooks_in_the_way(make_trainer(1), Noted(depth=1)) == ["Noted.on_before_backward"]
+    assert hooks_in_the_way(make_trainer(1, profiler="simple"), CNN(depth=1)) == [
+        "profiler SimpleProfiler"
+    ]
+    assert hooks_in_the_way(make_trainer(1, precision="64-true"), CNN(depth=1)) == [
+        "precision DoublePrecision"
+    ]
+
+
+class CountOptimizerSteps(Callback):
+    def __init__(self):
+        self.steps = 0
+
+    def on_before_optimizer_step(self, *_):
+        self.steps += 1
 
 
 class CountCalls(Callback):
