@@ -24,6 +24,10 @@ from datamodules.errors import DataConfigError, DataNotFoundError
 
 DATA_DIR_ENV = "IDC_DATA_DIR"
 CACHE_DIR_ENV = "IDC_CACHE_DIR"
+# Decoded MNIST-format splits, by (readable root, split, the files' mtime and size). A worker trains
+# many cells in one process (identity_crisis/cell_worker.py): each split is decoded once, and every
+# caller gets a copy, so no cell can change another's data.
+_DECODED: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 
@@ -119,8 +123,14 @@ class IdxDataset:
             shutil.rmtree(staging, ignore_errors=True)
 
     def load(self, root: Path, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        dataset = self.torchvision_class(self._readable_root(root), train=train)
-        return dataset.data.unsqueeze(1).float() / 255.0, dataset.targets.clone()
+        readable = self._readable_root(root)
+        stats = [p.stat() for p in self._raw_files(readable, False)]
+        key = (str(readable.resolve()), train, *((s.st_mtime_ns, s.st_size) for s in stats))
+        if key not in _DECODED:
+            dataset = self.torchvision_class(readable, train=train)
+            _DECODED[key] = (dataset.data.unsqueeze(1).float() / 255.0, dataset.targets.clone())
+        images, labels = _DECODED[key]
+        return images.clone(), labels.clone()
 
 
 class _CIFAR10Split(datasets.CIFAR10):

@@ -308,6 +308,9 @@ def serve() -> int:
     load_env_file()
     with output_to(os.devnull):
         _start_wandb_service()
+    # The imports' objects live as long as the worker: out of the collector's sight, the full
+    # collection after each cell (ProcessState.restore) only walks what that cell left.
+    gc.freeze()
     for line in sys.stdin:
         job = json.loads(line)
         set_title(f"identity-crisis worker {job.get('title', '')}")

@@ -467,3 +467,38 @@ def test_a_test_size_for_a_set_not_tested_is_refused(tmp_path):
 )
 def test_name_parts(tiny_data, overrides, expected):
     assert tiny_data(**overrides).name_parts() == expected
+
+
+def _write_idx(root: Path, images: np.ndarray) -> None:
+    """Uncompressed MNIST IDX files (train and test the same images), the layout torchvision
+    reads."""
+    raw = root / MNIST.folder / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    n = len(images)
+    labels = np.arange(n, dtype=np.uint8) % 10
+    for split in ("train", "t10k"):
+        image_header = (2051).to_bytes(4, "big") + b"".join(
+            v.to_bytes(4, "big") for v in (n, 28, 28)
+        )
+        (raw / f"{split}-images-idx3-ubyte").write_bytes(image_header + images.tobytes())
+        label_header = (2049).to_bytes(4, "big") + n.to_bytes(4, "big")
+        (raw / f"{split}-labels-idx1-ubyte").write_bytes(label_header + labels.tobytes())
+
+
+def test_a_split_is_decoded_once_per_process_and_every_caller_gets_its_own_copy(tmp_path):
+    """A worker process trains many cells: they share the decoding, never the tensors, and a
+    changed file is read again."""
+    rng = np.random.default_rng(0)
+    first = rng.integers(0, 256, (5, 28, 28), dtype=np.uint8)
+    _write_idx(tmp_path, first)
+    images, labels = sources.load_split("mnist", tmp_path, train=False)
+    torch.testing.assert_close(images[:, 0], _pixels(first))
+    images.zero_()
+    labels.zero_()
+    again, labels_again = sources.load_split("mnist", tmp_path, train=False)
+    torch.testing.assert_close(again[:, 0], _pixels(first))
+    assert labels_again.tolist() == [0, 1, 2, 3, 4]
+    second = rng.integers(0, 256, (6, 28, 28), dtype=np.uint8)
+    _write_idx(tmp_path, second)
+    changed, _ = sources.load_split("mnist", tmp_path, train=False)
+    torch.testing.assert_close(changed[:, 0], _pixels(second))
