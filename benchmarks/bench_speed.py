@@ -49,9 +49,12 @@ one per core); section 3 starts subprocesses as the sweep runner does.
    1-4 at 32 channels, 200 steps, data.test_size 16, seed 0; --quick: depths 1-2 at 8 channels,
    20 steps, test_size 4) and `sweeps/repro_fig2.yaml` (18 real cells; --quick: 4 of them at
    100 steps). Reported: wall time, cells per hour, the speed-up. Then the fixed cost of a cell:
-   the wall time per cell of figure-3 cells (CNN depth 5, 128 channels) cut to max_steps=1 and
-   data.test_size=1 (6 seeds; --quick: 2), one slot, each way: process start, imports, W&B
-   (offline) init and finish, data loading, one step, the probe panels, and teardown.
+   figure-3 cells (CNN depth 5, 128 channels) cut to max_steps=1 and data.test_size=1, one slot,
+   each way, in grids of 2 and 8 cells (--quick: 1 and 3): wall time per cell of the larger
+   grid, and the cost of one more cell (the slope between the two grids, which amortises the
+   worker's start-up away) in wall and CPU seconds. A cell's fixed cost: process start and
+   imports (process per cell only), the command line, W&B (offline) init and finish, data
+   loading, one step, the probe panels, and teardown.
 4. Evaluation throughput. Test images per second of `trainer.test(...)` on an untrained model
    at the default test sets and sizes (7 sets x data.test_size=100; --quick: 10), first without
    callbacks, then with the command's callbacks (ProbePanels with initial weights recorded as
@@ -69,6 +72,7 @@ import json
 import logging
 import os
 import platform
+import resource
 import statistics
 import sys
 import tempfile
@@ -326,6 +330,13 @@ def run_grid(sweep_file: Path, out: Path, device: str, isolate: bool, extra=()) 
     }
 
 
+def children_cpu_s() -> float:
+    """CPU seconds of the cell processes and workers this process has waited for: unlike wall
+    time, not inflated by other jobs on a loaded machine. W&B's service process is not counted."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def write_sweep(path: Path, name: str, config: str, parameters: dict) -> Path:
     spec = {
         "name": name,
@@ -382,28 +393,37 @@ def grid_throughput(quick, device, tmp: Path, d5_step_s: float | None) -> dict:
         fig2 = tmp / "repro_fig2_quick.yaml"
         fig2.write_text(yaml.safe_dump(spec, sort_keys=False))
     report["repro_fig2"] = both_ways("repro_fig2", fig2, tmp, device, fig2_extra)
-    # Fixed cost: figure-3 cells (d5, 128 channels) cut to one step and one image per set.
-    fixed = write_sweep(
-        tmp / "bench_fixed.yaml",
-        "bench_fixed",
-        "configs/cnn.yaml",
-        {
-            "model.depth": 5,
-            "trainer.max_steps": 1,
-            "data.test_size": 1,
-            "seed_everything": list(range(2 if quick else 6)),
-        },
-    )
-    runs = {}
+    # Fixed cost: figure-3 cells (d5, 128 channels) cut to one step and one image per set, a
+    # small and a large grid each way: the slope between them is the cost of one more cell, the
+    # worker's start-up amortised away.
+    sizes = (1, 3) if quick else (2, 8)
+    wall, cpu = {}, {}
     for mode in ("process per cell", "worker"):
-        out = tmp / "fixed" / mode.replace(" ", "_")
-        runner = OfflineRunner(load_sweep(fixed), out, workers=1, isolate=mode != "worker")
-        start = time.perf_counter()
-        with contextlib.redirect_stdout(io.StringIO()):
-            counts = runner.run()
-        runs[mode] = (time.perf_counter() - start) / max(counts["done"], 1)
-        log(f"[3] fixed cost, {mode}: {runs[mode]:.2f} s per cell ({counts})")
-    report["fixed_cell_s"] = runs
+        for n in sizes:
+            spec = {"model.depth": 5, "trainer.max_steps": 1, "data.test_size": 1}
+            fixed = write_sweep(
+                tmp / f"bench_fixed_{n}.yaml",
+                f"bench_fixed_{n}",
+                "configs/cnn.yaml",
+                {**spec, "seed_everything": list(range(n))},
+            )
+            out = tmp / "fixed" / mode.replace(" ", "_") / str(n)
+            runner = OfflineRunner(load_sweep(fixed), out, workers=1, isolate=mode != "worker")
+            start, cpu_start = time.perf_counter(), children_cpu_s()
+            with contextlib.redirect_stdout(io.StringIO()):
+                counts = runner.run()
+            wall[mode, n] = time.perf_counter() - start
+            cpu[mode, n] = children_cpu_s() - cpu_start
+            log(f"[3] fixed cost, {mode}, {n} cells: {wall[mode, n]:.1f} s ({counts})")
+    small, large = sizes
+    report["fixed_cells"] = sizes
+    report["fixed_cell_s"] = {m: wall[m, large] / large for m in ("process per cell", "worker")}
+    report["fixed_marginal_s"] = {
+        m: (wall[m, large] - wall[m, small]) / (large - small) for m in report["fixed_cell_s"]
+    }
+    report["fixed_marginal_cpu_s"] = {
+        m: (cpu[m, large] - cpu[m, small]) / (large - small) for m in report["fixed_cell_s"]
+    }
     report["d5_training_s"] = FIG3_STEPS * d5_step_s if d5_step_s else None
     return report
 

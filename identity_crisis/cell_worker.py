@@ -113,18 +113,26 @@ def stop_all(procs: list, grace_s: float = STOP_GRACE_S, spare: list | None = No
                 continue
 
 
-def in_process_argv(command: list[str]) -> list[str] | None:
+def in_process_argv(command: list[str], any_python: bool = False) -> list[str] | None:
     """`["fit", ...]` when `command` runs this project's `fit` with this Python (so a worker may
     run it in-process, with the same code), None for any other command: that cell gets a process
     of its own. Accepted: [env] python (identity_crisis/cli.py | -m identity_crisis.cli) fit ...,
-    or [env] identity-crisis fit ..."""
+    or [env] identity-crisis fit ... With `any_python`, another interpreter or another
+    environment's `identity-crisis` counts too: the runner checks such a cell's arguments before
+    anything trains, but runs it in a process of its own."""
     words = list(command)
     if words and words[0] in ("/usr/bin/env", "env"):
         words.pop(0)
     script = os.path.join(os.path.dirname(sys.executable), "identity-crisis")
-    if words and _same_file(words[0], script, resolve=False):
+    if any_python:
+        is_script = os.path.basename(words[0]) == "identity-crisis" if words else False
+        is_python = bool(words) and os.path.basename(words[0]).startswith("python")
+    else:
+        is_script = bool(words) and _same_file(words[0], script, resolve=False)
+        is_python = bool(words) and _same_file(words[0], sys.executable, resolve=False)
+    if is_script:
         words = words[1:]
-    elif len(words) >= 2 and _same_file(words[0], sys.executable, resolve=False):
+    elif is_python and len(words) >= 2:
         if words[1] == "-m" and words[2:3] == ["identity_crisis.cli"]:
             words = words[3:]
         elif _same_file(words[1], str(Path(__file__).with_name("cli.py")), resolve=True):

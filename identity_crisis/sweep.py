@@ -41,6 +41,7 @@ or sweep file (nothing ran).
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import math
 import os
@@ -97,6 +98,8 @@ from identity_crisis.verdict import clock, in_words, results_from_metrics
 
 # The signals that stop the runner cleanly; its exit code is then 128 + the signal's number.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+# A cell's values as JSON, in its folder, for a command that names ${args_json_file}.
+ARGS_JSON = "args.json"
 # An extra argument for every cell: --section.key=value, or a top-level key of `fit`.
 OVERRIDE = re.compile(r"--(seed_everything|[A-Za-z_][\w-]*(\.[\w-]+)+)=")
 
@@ -216,7 +219,7 @@ class OfflineRunner:
                 )
 
     def command(self, cell: Cell) -> list[str]:
-        filled = fill_command(self.sweep, cell.params, cell.folder / "args.json")
+        filled = fill_command(self.sweep, cell.params, cell.folder / ARGS_JSON)
         # Later arguments win: each cell writes into its own folder, grouped by the sweep.
         command = filled + [
             f"--run.dir={cell.folder / CELL_RUN}",
@@ -258,10 +261,10 @@ class OfflineRunner:
         for cell in self.cells:
             if cell.done:
                 continue
-            argv = _fit_argv(self.command(cell))
+            argv = in_process_argv(self.command(cell), any_python=True)
             if argv is None:  # not this project's `fit`: nothing to check it against
                 return
-            error = check_fit_args(wandb_args(argv))
+            error = check_fit_args(wandb_args(argv[1:]))
             if error:
                 values = " ".join(f"{key}={value}" for key, value in cell.params.items())
                 raise SweepError(f"{self.sweep.path}: cell {cell.index} ({values}): {error}")
@@ -345,6 +348,8 @@ class OfflineRunner:
 
     def _start(self, cell: Cell, slot: int, lock: FolderLock) -> Job:
         command = self.command(cell)
+        if "${args_json_file}" in self.sweep.command:  # what W&B's agent writes for the macro
+            (cell.folder / ARGS_JSON).write_text(json.dumps(dict(cell.params)))
         env = {**os.environ, **self.slots[slot], "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1"}
         # A W&B service started by whoever launched the runner (a notebook, a test) is advertised
         # in WANDB_SERVICE; a cell attached to it dies with it and hangs on Ctrl-C. Each cell
@@ -496,17 +501,6 @@ def cell_result(run_dir: Path) -> str:
     mse = f" (train MSE {loss:.1e})" if isinstance(loss, float) else ""
     words = in_words(results_from_metrics(metrics.get("metrics") or {}), fitted=None)
     return f"{'fitted' if fitted else 'NOT fitted'}{mse}; {words}"
-
-
-def _fit_argv(command: list[str]) -> list[str] | None:
-    """What follows `fit` in a command that runs this project's CLI; None for any other."""
-    if "fit" not in command:
-        return None
-    at = command.index("fit")
-    ours = ("identity_crisis.cli", "identity-crisis")
-    if not any(c.endswith("identity_crisis/cli.py") or c in ours for c in command[:at]):
-        return None
-    return command[at + 1 :]
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

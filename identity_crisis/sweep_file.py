@@ -279,7 +279,7 @@ def fill_command(sweep: Sweep, params: dict, args_json_file: Path | None = None)
     ${interpreter} is this Python (the same environment runs the cell), and a `${...}` that is
     no macro stays as written, so the cell fails on it rather than silently losing a word.
     ${args_json_file} becomes the `args_json_file` path; the agent writes ${args_json} there,
-    here the caller must."""
+    and so does the offline runner (each cell's `args.json`)."""
     macros = args_macros(params)
     macros["interpreter"] = [sys.executable]
     macros["program"] = [sweep.program] if sweep.program else []

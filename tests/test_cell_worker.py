@@ -225,3 +225,28 @@ def test_the_agents_function_trains_a_run_from_a_thread_as_the_agent_calls_it(tm
     assert json.loads((run / "metrics.json").read_text())["status"] == "ok"
     assert list(run.glob("wandb/offline-run-*-run00042")), "the agent's run, not a new one"
     assert "-s0" in run.name and "final training MSE" in done.stdout
+
+
+@pytest.mark.parametrize(
+    "command, in_process, checked",
+    [
+        (["/usr/bin/env", "{python}", "identity_crisis/cli.py", "fit", "--x=1"], True, True),
+        (["{python}", "-m", "identity_crisis.cli", "fit"], True, True),
+        (["/opt/other/bin/python3", "identity_crisis/cli.py", "fit", "--x=1"], False, True),
+        (["/opt/other/bin/identity-crisis", "fit"], False, True),
+        (["{python}", "identity_crisis/cli.py", "test", "--x=1"], False, False),
+        (["{python}", "train.py", "fit"], False, False),
+        (["bash", "-c", "identity_crisis/cli.py fit"], False, False),
+    ],
+)
+def test_one_recogniser_says_which_cells_train_in_process_and_which_are_checked(
+    command, in_process, checked
+):
+    """A cell trains in the worker only when this Python runs this project's `fit`; the runner
+    checks the arguments of any interpreter's `fit` of this project before anything trains."""
+    command = [word.format(python=sys.executable) for word in command]
+    assert (in_process_argv(command) is not None) is in_process
+    found = in_process_argv(command, any_python=True)
+    assert (found is not None) is checked
+    if checked:
+        assert found[0] == "fit" and found[1:] == command[command.index("fit") + 1 :]

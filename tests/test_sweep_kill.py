@@ -14,6 +14,7 @@ from tests.test_sweeps import (
     attempts,
     run_sweep,
     start_runner,
+    tiny_cells,
     training_now,
     trainings,
     write_sweep,
@@ -22,16 +23,7 @@ from tests.test_sweeps import (
 LINUX = sys.platform.startswith("linux")
 # Five one-layer, two-channel nets, each trained a fixed 400 steps (about 2 s: long enough for
 # a signal sent once training has started to land while it trains).
-KILL_CELLS = {
-    "model.depth": {"value": 1},
-    "model.channels": {"value": 2},
-    "model.stop_loss": {"value": None},
-    "trainer.min_steps": {"value": 0},
-    "trainer.max_steps": {"value": 400},
-    "data.test_size": {"value": 4},
-    "data.test_sets": {"value": ["mnist"]},
-    "seed_everything": {"values": [0, 1, 2, 3, 4]},
-}
+KILL_CELLS = tiny_cells(steps=400, seeds=5)
 # Each stop: the signal and the runner's exit status (Popen's -9 for a SIGKILL).
 STOPS = [
     (signal.SIGINT, 130),

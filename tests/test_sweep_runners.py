@@ -10,18 +10,17 @@ import pytest
 from identity_crisis.locks import LOCK_FILE, FolderLock
 from identity_crisis.run_folder import CELL_DONE
 from identity_crisis.sweep import OfflineRunner, load_sweep
-from tests.test_sweeps import REPO, attempts, start_runner, trainings, write_sweep
+from tests.test_sweeps import (
+    REPO,
+    attempts,
+    run_sweep,
+    start_runner,
+    tiny_cells,
+    trainings,
+    write_sweep,
+)
 
-CELLS = {
-    "model.depth": {"value": 1},
-    "model.channels": {"value": 2},
-    "model.stop_loss": {"value": None},
-    "trainer.min_steps": {"value": 0},
-    "trainer.max_steps": {"value": 50},
-    "data.test_size": {"value": 4},
-    "data.test_sets": {"value": ["mnist"]},
-    "seed_everything": {"values": [0, 1, 2, 3]},
-}
+CELLS = tiny_cells(steps=50, seeds=4)
 
 
 def dead_pid() -> int:
@@ -89,3 +88,24 @@ def test_the_slurm_offline_script_runs_one_runner_per_task(gpus, slots):
     assert result.stdout.splitlines()[-1] == command
     missing = subprocess.run(["bash", script], capture_output=True, text=True, cwd=REPO, env=env)
     assert missing.returncode == 2 and "usage:" in missing.stderr
+
+
+def test_a_command_naming_args_json_file_finds_the_cells_values_there(tmp_path):
+    """${args_json_file} names a file in the cell's folder that holds the cell's values as JSON,
+    as W&B's agent writes it; this command reads it before it trains."""
+    program = tmp_path / "read_values.py"
+    program.write_text(
+        "import json, os, sys\n"
+        "sys.path.insert(0, os.getcwd())\n"
+        "from identity_crisis.cli import main\n"
+        "values = json.load(open(sys.argv[1]))\n"
+        "assert values['seed_everything'] in (0, 1) and values['model.depth'] == 1, values\n"
+        "main(['fit', '--config', 'configs/cnn.yaml', *sys.argv[2:]])\n"
+    )
+    command = ["${env}", "${interpreter}", "${program}", "${args_json_file}", "${args}"]
+    parameters = tiny_cells(steps=5, seeds=2)
+    path = write_sweep(tmp_path, parameters, command=command, program=str(program))
+    done = run_sweep(path, tmp_path / "out")
+    assert done.returncode == 0, done.stdout + done.stderr
+    written = sorted((tmp_path / "out").glob("tiny/*/args.json"))
+    assert sorted(json.loads(p.read_text())["seed_everything"] for p in written) == [0, 1]

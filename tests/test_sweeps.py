@@ -65,6 +65,21 @@ def test_sweep_file_follows_the_rules_and_its_cells_parse(path, data_root, cifar
             assert config[name] == value, f"{key} did not reach the config"
 
 
+def tiny_cells(steps: int, seeds: int) -> dict:
+    """Sweep parameters for `seeds` one-layer, two-channel nets trained exactly `steps` steps,
+    probed on 4 MNIST digits: the runner tests' cells, seconds each."""
+    return {
+        "model.depth": {"value": 1},
+        "model.channels": {"value": 2},
+        "model.stop_loss": {"value": None},
+        "trainer.min_steps": {"value": 0},
+        "trainer.max_steps": {"value": steps},
+        "data.test_size": {"value": 4},
+        "data.test_sets": {"value": ["mnist"]},
+        "seed_everything": {"values": list(range(seeds))},
+    }
+
+
 def write_sweep(tmp_path, parameters: dict, method="grid", **extra) -> Path:
     spec = {
         "name": "tiny",
