@@ -97,6 +97,7 @@ from identity_crisis.quiet import QuietWandbLogger
 from identity_crisis.sweep import OfflineRunner, load_sweep
 from identity_crisis.trainer_defaults import TRAINER_DEFAULTS
 from lightning_modules import CNN, FCN
+from lightning_modules.step_path import cheap_cuda_checks
 
 REPO = Path(__file__).resolve().parent.parent
 MODELS = {  # name: (class, arguments); the config files' defaults otherwise
@@ -186,13 +187,15 @@ def time_plain(name: str, steps: int, images: torch.Tensor, device: str, clock) 
     x = images.to(device)
     sync(device)
     start = clock()
-    for step in range(steps):
-        loss = F.mse_loss(model(x), x)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        if (step + 1) % check_every == 0:
-            loss.item()
+    # As in a script that never imported Lightning (step_path.cheap_cuda_checks).
+    with cheap_cuda_checks(torch.device(device)):
+        for step in range(steps):
+            loss = F.mse_loss(model(x), x)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            if (step + 1) % check_every == 0:
+                loss.item()
     sync(device)
     return clock() - start
 

@@ -23,7 +23,7 @@ from torch import nn
 from lightning_modules.errors import TrainingFailed
 from lightning_modules.layer_activity import LayerActivity, first_blind_layer
 from lightning_modules.metrics import DEFAULT_VERDICT_THRESHOLD, IdentityScores
-from lightning_modules.step_path import hooks_in_the_way
+from lightning_modules.step_path import cheap_cuda_checks, hooks_in_the_way
 
 # Typed choices and bounds: LightningCLI (jsonargparse) checks them before anything is built and
 # `--help` lists them; a notebook that builds a module by hand is trusted.
@@ -230,6 +230,12 @@ class IdentityTaskModule(LightningModule):
         self._bare_steps = not hooks_in_the_way(self.trainer, self)
 
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> None:
+        with cheap_cuda_checks(self.device):
+            loss = self._train_steps(batch)
+        if self.trainer.progress_bar_callback is not None:
+            self.log("train/loss", loss, prog_bar=True, logger=False)
+
+    def _train_steps(self, batch: torch.Tensor) -> torch.Tensor:
         optimizer, scheduler = self.optimizers(), self.lr_schedulers()
         log_every = self.trainer.log_every_n_steps
         for _ in range(self._steps_this_call()):
@@ -259,8 +265,7 @@ class IdentityTaskModule(LightningModule):
                     logger.log_metrics({"train/loss": value}, step=step)
             if checked:
                 self._check_loss(value)
-        if self.trainer.progress_bar_callback is not None:
-            self.log("train/loss", loss, prog_bar=True, logger=False)
+        return loss
 
     def _steps_this_call(self) -> int:
         """Up to the next loss check (a stop or a divergence is seen on the same step as in a

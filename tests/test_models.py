@@ -279,3 +279,38 @@ class CountCalls(Callback):
 
     def on_train_batch_end(self, *_):
         self.calls += 1
+
+
+def test_cpu_steps_skip_the_nvml_load_lightning_puts_in_every_adam_step(monkeypatch):
+    """Importing Lightning makes a CUDA build of torch load NVML at every Adam step while CUDA is
+    not initialised; a CPU training step runs without that, as a plain PyTorch loop does, and the
+    setting is back afterwards."""
+    import ctypes
+    import os
+
+    from lightning_modules.step_path import NVML_CHECK, cheap_cuda_checks
+
+    if torch.cuda.is_initialized():
+        pytest.skip("CUDA is initialised in this process: the device count is cached")
+    monkeypatch.setenv(NVML_CHECK, "1")  # what importing lightning_fabric sets
+    loads = []
+    real = ctypes.CDLL
+    monkeypatch.setattr(ctypes, "CDLL", lambda *a, **k: loads.append(a) or real(*a, **k))
+    net = torch.nn.Linear(3, 3)
+    optimizer = torch.optim.Adam(net.parameters())
+
+    def steps():
+        for _ in range(3):
+            optimizer.zero_grad()
+            net(torch.ones(3)).sum().backward()
+            optimizer.step()
+
+    with cheap_cuda_checks(torch.device("cpu")):
+        steps()
+    assert loads == []
+    assert os.environ[NVML_CHECK] == "1"
+    with cheap_cuda_checks(torch.device("cuda", 0)):
+        assert os.environ[NVML_CHECK] == "1"  # a GPU run is left as it is
+    if torch.backends.cuda.is_built():  # the cost this avoids exists on CUDA builds only
+        steps()
+        assert len(loads) >= 3
