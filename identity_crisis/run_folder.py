@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
-import socket
 import time
 from pathlib import Path
 
@@ -31,7 +31,7 @@ import numpy as np
 import yaml
 
 from identity_crisis.jsonio import write_json
-from identity_crisis.locks import process_alive
+from identity_crisis.locks import FolderLock
 
 METRICS = "metrics.json"
 CONFIG = "config.yaml"
@@ -239,9 +239,11 @@ def claim(run_dir: Path, replace: bool = False) -> str | None:
     run_dir = Path(run_dir)
     owner = lock_owner(run_dir)
     if owner is not None:
+        started = owner.get("started")
+        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)) if started else "?"
         raise RunFolderTaken(
-            f"{run_dir} is being trained now by pid {owner['pid']} on {owner['host']} "
-            f"(since {owner['since']}); wait for it or stop it (if it is gone, delete "
+            f"{run_dir} is being trained now by pid {owner.get('pid')} on {owner.get('host')} "
+            f"(since {since}); wait for it or stop it (if it is gone, delete "
             f"{Path(run_dir) / LOCK})"
         )
     if not run_dir.exists() or not any(run_dir.iterdir()):
@@ -257,32 +259,31 @@ def claim(run_dir: Path, replace: bool = False) -> str | None:
     return status or "unfinished"
 
 
+def _run_lock(run_dir: Path) -> FolderLock:
+    """The run folder's lock, the sweep cells' FolderLock under another name. It never goes stale
+    by silence (a fit writes no heartbeat): on this host it is judged by whether its process
+    lives (pid and start time, so a reused pid is not taken for the owner); a fit on another host
+    is judged by its sweep cell's lock, whose runner beats."""
+    return FolderLock(run_dir, LOCK, stale_s=math.inf)
+
+
 def lock_owner(run_dir: Path) -> dict | None:
-    """Who holds the run folder's lock, if that process is alive (a lock left by a process that
-    died on this host is stale and ignored); None when free."""
-    try:
-        owner = json.loads((Path(run_dir) / LOCK).read_text())
-    except (OSError, ValueError):
-        return None
-    pid = int(owner.get("pid", 0))
-    if owner.get("host") == socket.gethostname() and (pid <= 0 or not process_alive(pid)):
+    """Who holds the run folder's lock, if that process may be alive (a lock left by a process
+    that died on this host is stale and ignored, as is an unreadable one); None when free."""
+    lock = _run_lock(run_dir)
+    owner, _ = lock.read()
+    if not owner or lock.stale_reason(owner) is not None:
         return None
     return owner
 
 
 def write_lock(run_dir: Path) -> Path:
-    """Mark the run folder as being trained by this process (atomically: a second process that
-    races for the same folder gets FileExistsError)."""
-    path = Path(run_dir) / LOCK
-    path.parent.mkdir(parents=True, exist_ok=True)
-    owner = {
-        "pid": os.getpid(),
-        "host": socket.gethostname(),
-        "since": time.strftime("%Y-%m-%d %H:%M:%S"),
-    }
-    with open(path, "x") as file:
-        json.dump(owner, file)
-    return path
+    """Mark the run folder as being trained by this process: atomically, so a second process
+    that races for the same folder gets FileExistsError; a stale lock is taken over."""
+    lock = _run_lock(run_dir)
+    if not lock.acquire():
+        raise FileExistsError(lock.path)
+    return lock.path
 
 
 def release_lock(run_dir: Path) -> None:

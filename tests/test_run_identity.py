@@ -15,6 +15,7 @@ import pytest
 
 from identity_crisis import run_folder
 from identity_crisis.cli import main
+from identity_crisis.locks import FolderLock
 from tests.test_cli import run_cli as fit
 
 REPO = Path(__file__).resolve().parent.parent
@@ -72,10 +73,20 @@ def test_a_folder_locked_by_a_live_process_is_refused_and_a_dead_ones_lock_is_ta
     code, out, _ = fit(capsys, *base, "--trainer.max_steps=20")
     folder = folder_of(out)
     run_folder.write_failure(folder, run_folder.CRASHED, "killed")
-    lock = {"pid": os.getppid(), "host": os.uname().nodename, "since": "now"}
+    # The lock's record, as another live process of this host would write it.
+    lock = {**FolderLock(folder, run_folder.LOCK).record(), "pid": os.getppid()}
+    lock["pid_start"] = None  # unknown start time: judged by the pid alone
     (folder / run_folder.LOCK).write_text(json.dumps(lock))
     code, out, err = fit(capsys, *base, "--trainer.max_steps=20")
     assert code == 2 and f"being trained now by pid {os.getppid()}" in err
+    # The same pid with another start time is a newer process that reuses it: the lock is stale.
+    lock["pid_start"] = "1"
+    (folder / run_folder.LOCK).write_text(json.dumps(lock))
+    code, out, err = fit(capsys, *base, "--trainer.max_steps=20", "--run.replace=true")
+    assert code == 0, err
+    assert not (folder / run_folder.LOCK).exists()
+    run_folder.write_failure(folder, run_folder.CRASHED, "killed")
+    lock["pid_start"] = None
     dead = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"],
         text=True,
