@@ -163,8 +163,8 @@ class IdentityTaskModule(LightningModule):
                 continue
             weight = module.weight
             if init == "default_zero_bias":
-                # PyTorch's own weights; only its positive-or-negative uniform biases go, which at
-                # depth 20 decide whether the input survives initialization (issue 16).
+                # PyTorch's own weights without its random biases: issue 16 compares the two at
+                # depth 20 (REPRODUCTION.md).
                 pass
             elif init == "xavier_uniform":
                 nn.init.xavier_uniform_(weight)
