@@ -123,13 +123,15 @@ def in_process_argv(command: list[str], any_python: bool = False) -> list[str] |
     words = list(command)
     if words and words[0] in ("/usr/bin/env", "env"):
         words.pop(0)
-    script = os.path.join(os.path.dirname(sys.executable), "identity-crisis")
+    if not words:
+        return None
     if any_python:
-        is_script = os.path.basename(words[0]) == "identity-crisis" if words else False
-        is_python = bool(words) and os.path.basename(words[0]).startswith("python")
+        is_script = os.path.basename(words[0]) == "identity-crisis"
+        is_python = os.path.basename(words[0]).startswith("python")
     else:
-        is_script = bool(words) and _same_file(words[0], script, resolve=False)
-        is_python = bool(words) and _same_file(words[0], sys.executable, resolve=False)
+        script = os.path.join(os.path.dirname(sys.executable), "identity-crisis")
+        is_script = _same_file(words[0], script, resolve=False)
+        is_python = _same_file(words[0], sys.executable, resolve=False)
     if is_script:
         words = words[1:]
     elif is_python and len(words) >= 2:

@@ -19,6 +19,7 @@ output), the run folder `run/`, and `done.json` or `failed.json` once it ended.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -287,9 +288,10 @@ def write_lock(run_dir: Path) -> Path:
 
 
 def release_lock(run_dir: Path) -> None:
-    path = Path(run_dir) / LOCK
-    try:
-        if json.loads(path.read_text()).get("pid") == os.getpid():
-            path.unlink()
-    except (OSError, ValueError):
-        pass
+    """Remove the run folder's lock if this process wrote it (the FolderLock object that took it
+    is gone, so the owner is known by its pid)."""
+    lock = _run_lock(run_dir)
+    with contextlib.suppress(OSError):  # an unreadable lock is not ours to remove
+        owner, _ = lock.read()
+        if owner and owner.get("pid") == os.getpid():
+            lock.path.unlink(missing_ok=True)
