@@ -1,12 +1,14 @@
 """The data of one identity-task run: the training image(s) and every named test set.
 
-Training is full batch on one image by default (an MNIST training "7"); each test set is its own
+Training is full batch on one image by default (an MNIST training "7"); many training images can
+be taken in random minibatches instead (`train_batch_size`). Each test set is its own
 test dataloader so its scores are logged under its own name (`test/<set>/...`). The fixed probe
 inputs of the paper's figures 2 and 3 come from `probe_inputs()`.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Sequence
 from typing import Literal, get_args
 
@@ -70,6 +72,27 @@ class FullBatchStream(IterableDataset):
             yield images
 
 
+class MinibatchStream(IterableDataset):
+    """Random minibatches of the training set, forever: every pass over the set is a fresh
+    permutation drawn from `seed`, and its last partial batch is dropped so that every step
+    averages the same number of images. Under DDP every rank draws the same permutation and
+    takes its own slice of each minibatch, so the ranks together take the whole minibatch."""
+
+    def __init__(self, images: torch.Tensor, batch_size: int, seed: int):
+        self.images, self.batch_size, self.seed = images, batch_size, seed
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        rank, world = 0, 1
+        if dist.is_available() and dist.is_initialized():
+            rank, world = dist.get_rank(), dist.get_world_size()
+        generator = torch.Generator().manual_seed(self.seed)
+        count, size = len(self.images), self.batch_size
+        while True:
+            order = torch.randperm(count, generator=generator)
+            for start in range(0, count - size + 1, size):
+                yield self.images[order[start : start + size][rank::world]]
+
+
 class SingleExampleDataModule(LightningDataModule):
     """One training image (or `num_train` of them) and the named test sets.
 
@@ -85,6 +108,9 @@ class SingleExampleDataModule(LightningDataModule):
         num_train: number of training images; > 1 takes `num_train` consecutive ones of the
             class from `train_index` on ("first"), or that many of every class ("per_class").
         num_train_mode: first or per_class.
+        train_batch_size: training images per optimizer step; null = all of them (full batch,
+            the paper's setting). Fewer: random minibatches, reshuffled every pass over the
+            set, in an order that follows the run's seed (`seed_everything`).
         test_sets: names of the test sets to evaluate (see TEST_SETS); `folder` is added when
             `image_folder` is given.
         test_size: images per test set (the first ones of a split, or seeded synthetic ones).
@@ -106,6 +132,7 @@ class SingleExampleDataModule(LightningDataModule):
         train_seed: int = 0,
         num_train: PositiveInt = 1,
         num_train_mode: Literal["first", "per_class"] = "first",
+        train_batch_size: PositiveInt | None = None,
         test_sets: Sequence[TestSet] = DEFAULT_TEST_SETS,
         test_size: PositiveInt = 100,
         test_sizes: dict[TestSet, PositiveInt] | None = None,
@@ -195,6 +222,8 @@ class SingleExampleDataModule(LightningDataModule):
             parts.append(f"i{hp.train_index}")
         if hp.num_train > 1:
             parts.append(f"n{hp.num_train}" + ("pc" if hp.num_train_mode == "per_class" else ""))
+        if hp.train_batch_size is not None:
+            parts.append(f"b{hp.train_batch_size}")
         return parts
 
     def _split(self, name: str, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -210,6 +239,13 @@ class SingleExampleDataModule(LightningDataModule):
             self.train_indices = self._choose_train_indices()
             images, _ = self._split(self.hparams.train_dataset, self.hparams.train_split == "train")
             self.train_images = images[self.train_indices].clone()
+            size = self.hparams.train_batch_size
+            if size is not None and size > len(self.train_images):
+                raise DataConfigError(
+                    f"--data.train_batch_size={size} is more than the {len(self.train_images)} "
+                    f"training images; use at most {len(self.train_images)} (or null for full "
+                    f"batch)"
+                )
         if stage in (None, "test", "predict") and not self.test_inputs:
             self.test_inputs = {name: self._build_test_set(name) for name in self.test_set_names}
 
@@ -276,11 +312,19 @@ class SingleExampleDataModule(LightningDataModule):
         return torch.cat([self.train_images[:1], *(self._shaped(g) for g in grey)])
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(FullBatchStream(self.train_images), batch_size=None)
+        size = self.hparams.train_batch_size
+        if size is None or size == len(self.train_images):
+            return DataLoader(FullBatchStream(self.train_images), batch_size=None)
+        # The run's seed: seed_everything puts it in PL_GLOBAL_SEED, which every rank of a
+        # data-parallel run inherits, so the order follows the seed and the ranks draw one order
+        # (the generator's state would not do: DDP reseeds each rank at its setup).
+        seed = int(os.environ.get("PL_GLOBAL_SEED", torch.initial_seed()))
+        stream = MinibatchStream(self.train_images, size, seed=seed)
+        return DataLoader(stream, batch_size=None)
 
     def transfer_batch_to_device(self, batch, device: torch.device, dataloader_idx: int):
-        # The training stream yields the very same tensor every step: copy it to the accelerator
-        # once, not once per step (each copy from pageable memory is a host sync).
+        # The full-batch stream yields the very same tensor every step: copy it to the
+        # accelerator once, not once per step (each copy from pageable memory is a host sync).
         if isinstance(batch, torch.Tensor):
             cached = self._on_device
             if cached is None or cached[0] is not batch or cached[1] != device:

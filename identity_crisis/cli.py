@@ -264,12 +264,15 @@ class IdentityCrisisCLI(LightningCLI):
         )
 
     def _check_data_parallel(self, world_size: int) -> None:
-        """Data-parallel training splits the training images over the processes; equal shards
-        make the averaged gradient exactly the full-batch gradient."""
-        num_train = self.datamodule.hparams.num_train
-        if world_size > 1 and num_train % world_size:
+        """Data-parallel training splits each step's images over the processes; equal shards
+        make the averaged gradient exactly the gradient of the whole batch."""
+        hp = self.datamodule.hparams
+        key, count = "num_train", hp.num_train
+        if hp.train_batch_size is not None:
+            key, count = "train_batch_size", hp.train_batch_size
+        if world_size > 1 and count % world_size:
             raise ConfigError(
-                f"--data.num_train={num_train} cannot be split evenly over {world_size} "
+                f"--data.{key}={count} cannot be split evenly over {world_size} "
                 f"processes (devices x nodes); use a multiple of {world_size} or one device"
             )
 

@@ -220,7 +220,12 @@ class IdentityTaskModule(LightningModule):
             self._capture_train_images(batch)
 
     def _capture_train_images(self, batch: torch.Tensor) -> None:
-        """The training images, whole: under DDP each rank streams a shard, gathered here."""
+        """The training images, whole: the data module's set when it has one (a minibatch is a
+        part of it); else the first batch, whose shards under DDP are gathered here."""
+        whole = getattr(self.trainer.datamodule, "train_images", None)
+        if isinstance(whole, torch.Tensor):
+            self.train_images = whole.to(self.device).clone()
+            return
         images = batch.detach()
         if self.trainer.world_size > 1:
             images = self.all_gather(images).flatten(0, 1)
@@ -238,7 +243,9 @@ class IdentityTaskModule(LightningModule):
     def _train_steps(self, batch: torch.Tensor) -> torch.Tensor:
         optimizer, scheduler = self.optimizers(), self.lr_schedulers()
         log_every = self.trainer.log_every_n_steps
-        for _ in range(self._steps_this_call()):
+        # A minibatch (a part of the training set) is worth one step: the next one is new.
+        minibatch = len(batch) * self.trainer.world_size < len(self.train_images)
+        for _ in range(1 if minibatch else self._steps_this_call()):
             loss = F.mse_loss(self(batch), batch)
             optimizer.zero_grad(set_to_none=True)
             if self._bare_steps:

@@ -264,6 +264,37 @@ def test_train_dataloader_streams_the_full_batch_forever(tiny_data):
         assert torch.equal(batch, dm.train_images)
 
 
+def test_train_batch_size_streams_random_minibatches_that_cover_each_pass(tiny_data, monkeypatch):
+    dm = tiny_data(num_train=10, train_batch_size=4)
+    dm.setup("fit")
+    monkeypatch.setenv("PL_GLOBAL_SEED", "0")  # what seed_everything(0) sets
+    batches = list(itertools.islice(iter(dm.train_dataloader()), 6))
+    rows = {tuple(image.flatten().tolist()): i for i, image in enumerate(dm.train_images)}
+    picked = [[rows[tuple(image.flatten().tolist())] for image in batch] for batch in batches]
+    assert all(len(batch) == 4 for batch in picked)
+    # A pass is 2 whole batches (the last 2 images of each permutation are dropped): 8 distinct
+    # images, and the next pass is another order.
+    passes = [picked[0] + picked[1], picked[2] + picked[3], picked[4] + picked[5]]
+    assert all(len(set(images)) == 8 for images in passes)
+    assert len({tuple(images) for images in passes}) == 3
+    again = next(iter(dm.train_dataloader()))
+    assert torch.equal(again, batches[0])
+    monkeypatch.setenv("PL_GLOBAL_SEED", "1")
+    assert not torch.equal(next(iter(dm.train_dataloader())), batches[0])
+
+
+def test_train_batch_size_of_the_whole_set_is_the_full_batch(tiny_data):
+    dm = tiny_data(num_train=3, train_batch_size=3)
+    dm.setup("fit")
+    assert torch.equal(next(iter(dm.train_dataloader())), dm.train_images)
+
+
+def test_train_batch_size_above_the_training_images_is_refused(tiny_data):
+    dm = tiny_data(num_train=3, train_batch_size=5)
+    with pytest.raises(DataConfigError, match="train_batch_size=5 is more than the 3 training"):
+        dm.setup("fit")
+
+
 # --- data roots -----------------------------------------------------------------------------
 
 
@@ -458,6 +489,7 @@ def test_a_test_size_for_a_set_not_tested_is_refused(tmp_path):
         ({}, ["mnist7"]),
         ({"train_index": None, "train_seed": 3}, ["mnist7", "r3"]),
         ({"num_train": 10}, ["mnist7", "n10"]),
+        ({"num_train": 10, "train_batch_size": 5}, ["mnist7", "n10", "b5"]),
         ({"train_split": "test", "train_index": 4}, ["mnist7", "test", "i4"]),
         (
             {"train_class": None, "num_train_mode": "per_class", "num_train": 2},

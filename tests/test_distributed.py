@@ -37,10 +37,34 @@ def test_ddp_spawn_trains_like_the_full_batch_and_logs_one_wandb_run(tmp_path, d
     assert (tmp_path / "ddp" / "probe_panel.png").exists()
 
 
-def test_an_uneven_split_over_processes_is_refused(tmp_path, data_root):
+def test_ddp_spawn_takes_the_same_minibatches_as_one_process(tmp_path, data_root):
+    minibatches = ("--data.num_train=8", "--data.train_batch_size=2")
+    single = fit(tmp_path / "single", data_root, *minibatches)
+    ddp = fit(
+        tmp_path / "ddp",
+        data_root,
+        *minibatches,
+        "--trainer.devices=2",
+        "--trainer.strategy=ddp_spawn",
+    )
+    # Both ranks draw one permutation and take one image of each minibatch: the averaged gradient
+    # is the one-process minibatch gradient; the final loss is over all 8 images in both.
+    assert ddp["train/final_loss"] == pytest.approx(single["train/final_loss"], rel=1e-3)
+    full = fit(tmp_path / "full", data_root, "--data.num_train=8")
+    assert single["train/final_loss"] != pytest.approx(full["train/final_loss"], rel=1e-3)
+
+
+@pytest.mark.parametrize(
+    "data, refused",
+    [
+        (["--data.num_train=3"], "--data.num_train=3"),
+        (["--data.num_train=4", "--data.train_batch_size=3"], "--data.train_batch_size=3"),
+    ],
+)
+def test_an_uneven_split_over_processes_is_refused(tmp_path, data_root, data, refused):
     args = [sys.executable, "-m", "identity_crisis.cli", "fit", "--config", "configs/fcn.yaml"]
-    args += ["--data.num_train=3", "--trainer.devices=2", "--trainer.strategy=ddp_spawn"]
+    args += [*data, "--trainer.devices=2", "--trainer.strategy=ddp_spawn"]
     args += ["--trainer.accelerator=cpu", f"--data.root={data_root}", f"--run.dir={tmp_path}/r"]
     result = subprocess.run(args, capture_output=True, text=True, cwd=REPO, timeout=120)
     assert result.returncode == 2
-    assert "--data.num_train=3 cannot be split evenly over 2" in result.stderr
+    assert f"{refused} cannot be split evenly over 2" in result.stderr

@@ -243,6 +243,38 @@ def test_many_steps_per_call_give_the_weights_of_one_step_at_a_time(tiny_data, f
     assert calls == {(None, False): 4, (1, False): 23, (None, True): 4}
 
 
+class RecordBatches(Callback):
+    def __init__(self):
+        self.batches = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.batches.append(batch.clone())
+
+
+def test_minibatches_take_one_step_each_and_the_final_loss_is_over_every_image(tiny_data):
+    data = tiny_data(num_train=8, train_batch_size=2, test_size=4)
+    torch.manual_seed(0)
+    start = CNN(depth=2, channels=4, optimizer="amsgrad", lr=1e-2, check_every=7)
+    model, record = copy.deepcopy(start), RecordBatches()
+    make_trainer(9, callbacks=[record]).fit(model, data)
+    assert [len(batch) for batch in record.batches] == [2] * 9
+    assert torch.equal(model.train_images, data.train_images)
+    with torch.no_grad():
+        whole = torch.nn.functional.mse_loss(model(data.train_images), data.train_images)
+    assert model.final_train_loss == pytest.approx(whole.item(), rel=1e-5)
+    # The weights of a plain loop taking one step on each of the same minibatches.
+    plain = copy.deepcopy(start)
+    optimizer = plain.configure_optimizers()
+    optimizer = optimizer["optimizer"] if isinstance(optimizer, dict) else optimizer
+    for batch in record.batches:
+        optimizer.zero_grad()
+        torch.nn.functional.mse_loss(plain(batch), batch).backward()
+        optimizer.step()
+    for name, value in plain.state_dict().items():
+        if name not in ("train_images", "final_loss"):
+            torch.testing.assert_close(model.state_dict()[name], value, rtol=1e-6, atol=1e-7)
+
+
 def test_every_hook_a_user_adds_brings_the_full_step_path_back(tiny_data):
     from lightning_modules.step_path import hooks_in_the_way
 
