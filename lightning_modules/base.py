@@ -224,7 +224,8 @@ class IdentityTaskModule(LightningModule):
         part of it); else the first batch, whose shards under DDP are gathered here."""
         whole = getattr(self.trainer.datamodule, "train_images", None)
         if isinstance(whole, torch.Tensor):
-            self.train_images = whole.to(self.device).clone()
+            # As the batch came: on the device, in the precision plugin's dtype.
+            self.train_images = whole.to(device=batch.device, dtype=batch.dtype).clone()
             return
         images = batch.detach()
         if self.trainer.world_size > 1:
