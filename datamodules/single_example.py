@@ -56,6 +56,13 @@ PROBE_NAMES = (
 )
 
 
+def _rank_and_world() -> tuple[int, int]:
+    """This process's rank and the process count of a data-parallel run; (0, 1) without one."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
 class FullBatchStream(IterableDataset):
     """The whole training set as one batch, forever: one optimizer step per batch, no epoch
     boundaries to pay for; the Trainer stops at `max_steps`. Under DDP each rank streams its own
@@ -65,9 +72,8 @@ class FullBatchStream(IterableDataset):
         self.images = images
 
     def __iter__(self) -> Iterator[torch.Tensor]:
-        images = self.images
-        if dist.is_available() and dist.is_initialized():
-            images = images[dist.get_rank() :: dist.get_world_size()]
+        rank, world = _rank_and_world()
+        images = self.images[rank::world]
         while True:
             yield images
 
@@ -82,9 +88,7 @@ class MinibatchStream(IterableDataset):
         self.images, self.batch_size, self.seed = images, batch_size, seed
 
     def __iter__(self) -> Iterator[torch.Tensor]:
-        rank, world = 0, 1
-        if dist.is_available() and dist.is_initialized():
-            rank, world = dist.get_rank(), dist.get_world_size()
+        rank, world = _rank_and_world()
         generator = torch.Generator().manual_seed(self.seed)
         count, size = len(self.images), self.batch_size
         while True:

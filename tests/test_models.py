@@ -189,14 +189,15 @@ def test_default_zero_bias_keeps_pytorchs_weights_and_only_zeroes_the_biases():
         assert changed.bias.abs().sum() == 0
 
 
-def plain_loop(model, images: torch.Tensor, steps: int) -> None:
-    """The per-step training a researcher would write: the module's optimizer and warmup."""
+def plain_loop(model, batches: list[torch.Tensor]) -> None:
+    """The per-step training a researcher would write: the module's optimizer and warmup, one
+    step on each batch."""
     configured = model.configure_optimizers()
     if isinstance(configured, dict):
         optimizer, scheduler = configured["optimizer"], configured["lr_scheduler"]["scheduler"]
     else:
         optimizer, scheduler = configured, None
-    for _ in range(steps):
+    for images in batches:
         loss = torch.nn.functional.mse_loss(model(images), images)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -233,7 +234,7 @@ def test_many_steps_per_call_give_the_weights_of_one_step_at_a_time(tiny_data, f
         assert steps.steps == (23 if hooked else 0)
         weights[per_call, hooked], calls[per_call, hooked] = model.state_dict(), count.calls
     plain = copy.deepcopy(start)
-    plain_loop(plain, data.train_images, 23)
+    plain_loop(plain, [data.train_images] * 23)
     for name, value in plain.state_dict().items():
         if name == "train_images" or name == "final_loss":
             continue
@@ -264,12 +265,7 @@ def test_minibatches_take_one_step_each_and_the_final_loss_is_over_every_image(t
     assert model.final_train_loss == pytest.approx(whole.item(), rel=1e-5)
     # The weights of a plain loop taking one step on each of the same minibatches.
     plain = copy.deepcopy(start)
-    optimizer = plain.configure_optimizers()
-    optimizer = optimizer["optimizer"] if isinstance(optimizer, dict) else optimizer
-    for batch in record.batches:
-        optimizer.zero_grad()
-        torch.nn.functional.mse_loss(plain(batch), batch).backward()
-        optimizer.step()
+    plain_loop(plain, record.batches)
     for name, value in plain.state_dict().items():
         if name not in ("train_images", "final_loss"):
             torch.testing.assert_close(model.state_dict()[name], value, rtol=1e-6, atol=1e-7)
