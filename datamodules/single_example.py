@@ -54,6 +54,9 @@ PROBE_NAMES = (
     *patterns.PATTERN_KINDS,
     "gaussian_noise",
 )
+# With an image folder, the panel shows this many of its images: as many columns as the fixed
+# probes, so the panel stays readable.
+FOLDER_PROBES = len(PROBE_NAMES) - 1
 
 
 def _rank_and_world() -> tuple[int, int]:
@@ -210,8 +213,11 @@ class SingleExampleDataModule(LightningDataModule):
 
     @property
     def probe_names(self) -> tuple[str, ...]:
-        """The names of `probe_inputs()`, in order."""
-        return PROBE_NAMES
+        """The names of `probe_inputs()`, in order: with an image folder, its files' names."""
+        if self.hparams.image_folder is None:
+            return PROBE_NAMES
+        files = sources.image_folder_files(self.hparams.image_folder)[:FOLDER_PROBES]
+        return ("train", *(file.stem for file in files))
 
     def name_parts(self) -> list[str]:
         """The training data in a run name: 'mnist7', plus the index, count and mode when they
@@ -301,7 +307,12 @@ class SingleExampleDataModule(LightningDataModule):
         return torch.cat([self._shaped(image) for image in files])
 
     def probe_inputs(self) -> torch.Tensor:
-        """The panel's inputs, in PROBE_NAMES order: (14, C, H, W)."""
+        """The panel's inputs, in `probe_names` order: the training image, then the paper's
+        probes (PROBE_NAMES) or, with an image folder, the folder's first FOLDER_PROBES images
+        (the images a user brought are what they want to see)."""
+        if self.hparams.image_folder is not None:
+            files = sources.load_image_folder(self.hparams.image_folder, FOLDER_PROBES)
+            return torch.cat([self.train_images[:1], *(self._shaped(image) for image in files)])
         mnist, _ = self._split("mnist", False)
         fashion, _ = self._split("fashion", False)
         side = self.image_shape[-1]
@@ -337,7 +348,14 @@ class SingleExampleDataModule(LightningDataModule):
         return super().transfer_batch_to_device(batch, device, dataloader_idx)
 
     def test_dataloader(self) -> list[DataLoader]:
+        # Under DDP each rank scores its own shard and the metrics sum their states over ranks,
+        # so every image counts once, as in one process (Lightning's DistributedSampler would pad
+        # an uneven set with repeats; the Trainer defaults turn it off).
+        rank, world = _rank_and_world()
         return [
-            DataLoader(TensorDataset(self.test_inputs[name]), batch_size=self.hparams.batch_size)
+            DataLoader(
+                TensorDataset(self.test_inputs[name][rank::world]),
+                batch_size=self.hparams.batch_size,
+            )
             for name in self.test_set_names
         ]

@@ -34,7 +34,11 @@ from lightning_modules.metrics import VERDICTS, per_image_scores
 
 
 def wandb_loggers(trainer: Trainer) -> list[WandbLogger]:
-    return [lg for lg in trainer.loggers if isinstance(lg, WandbLogger)]
+    """The trainer's W&B loggers whose run exists: WANDB_MODE=disabled gives a stand-in run with
+    no folder and no record, where nothing W&B-specific is done."""
+    return [
+        lg for lg in trainer.loggers if isinstance(lg, WandbLogger) and not lg.experiment.disabled
+    ]
 
 
 def layer_notes(layer_results: dict) -> list[str]:
@@ -104,9 +108,12 @@ class ProbePanels(Callback):
         inputs, outputs = probes.float().cpu(), outputs.float().cpu()
         name = run_title(trainer, pl_module)
         status = fit_status(pl_module.fitted, pl_module.final_train_loss)
+        headline = f"{name}: {status}"
+        if trainer.ckpt_path is not None:  # a re-probe: the net was trained by another run
+            headline = f"re-probe of {Path(trainer.ckpt_path).parent.name}: {status}"
         figures = {
             run_folder.PROBE_PANEL: probe_panel_figure(
-                inputs, outputs, scores, title=f"{name}: {status}", threshold=threshold
+                inputs, outputs, scores, title=headline, threshold=threshold
             )
         }
         trained = self._maps(pl_module, probes) if self.hidden_maps else None
@@ -131,10 +138,11 @@ class ProbePanels(Callback):
         predictions = run_folder.write_predictions(
             run_dir, names, inputs.numpy(), outputs.numpy(), scores
         )
+        step = pl_module.steps_done  # the test scores' step: one axis with training
         for logger in wandb_loggers(trainer):
             for filename, panel in panels.items():
-                logger.log_image(f"panels/{Path(filename).stem}", [panel])
-            logger.log_table("probe/scores", *self._table(names, scores))
+                logger.log_image(f"panels/{Path(filename).stem}", [panel], step=step)
+            logger.log_table("probe/scores", *self._table(names, scores), step=step)
             # The raw probe predictions travel with the run, so `identity-crisis report` can draw
             # prediction grids from a W&B sweep as it does from local run folders.
             # A copy in the run's files folder is uploaded when the run ends (wandb.save would
@@ -175,11 +183,13 @@ class RunSummary(Callback):
     def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         logged = trainer.callback_metrics
         metrics = {k: float(v) for k, v in logged.items() if k.startswith("test/")}
+        debug = debugging_run(trainer)
         summary = {
-            "status": "ok",
+            "status": run_folder.DEBUG if debug else run_folder.OK,
+            **({"debug": debug} if debug else {}),
             "fitted": pl_module.fitted,
             "train/final_loss": pl_module.final_train_loss,
-            "train/steps": trainer.global_step,
+            "train/steps": pl_module.steps_done,
             **pl_module.parameter_counts(),
             "data/train_indices": trainer.datamodule.train_indices[:100],
             **self.extra,
@@ -188,6 +198,21 @@ class RunSummary(Callback):
         if pl_module.layer_results:
             summary["layers"] = pl_module.layer_results
         run_folder.write_metrics(trainer.default_root_dir, summary)
+
+
+def debugging_run(trainer: Trainer) -> str | None:
+    """What makes this a debugging run (Lightning's fast_dev_run or a cap on the batches it
+    trains or tests), in words; None for a real run."""
+    if trainer.fast_dev_run:
+        return f"trainer.fast_dev_run={trainer.fast_dev_run}"
+    limits = {
+        "trainer.limit_train_batches": trainer.limit_train_batches,
+        "trainer.limit_test_batches": trainer.limit_test_batches,
+    }
+    capped = [f"{key}={value}" for key, value in limits.items() if value not in (1.0, None)]
+    if trainer.overfit_batches:
+        capped.append(f"trainer.overfit_batches={trainer.overfit_batches}")
+    return ", ".join(capped) or None
 
 
 class FailureRecord(Callback):

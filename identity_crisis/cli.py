@@ -50,7 +50,7 @@ from identity_crisis.commands import COMMANDS, LIGHTNING_COMMANDS
 from identity_crisis.commands import main as commands_main
 from identity_crisis.errors import ConfigError
 from identity_crisis.progress import ProgressLines, use_step_bar
-from identity_crisis.quiet import QuietWandbLogger, silence_third_party
+from identity_crisis.quiet import QuietProcesses, QuietWandbLogger, silence_third_party
 from identity_crisis.tracking import (
     WandbCredentialsMissing,
     finish_wandb,
@@ -58,7 +58,7 @@ from identity_crisis.tracking import (
     resolve_wandb_mode,
 )
 from identity_crisis.trainer_defaults import TRAINER_DEFAULTS
-from identity_crisis.verdict import in_words
+from identity_crisis.verdict import in_words, results_from_metrics
 from lightning_modules.base import IdentityTaskModule
 from lightning_modules.errors import ModelConfigError, TrainingFailed
 
@@ -75,6 +75,7 @@ class IdentityCrisisCLI(LightningCLI):
 
     def __init__(self, args: list[str] | None = None, run: bool = True, parse_only: bool = False):
         self.parse_only = parse_only
+        self.given_args = list(args if args is not None else sys.argv[1:])
         self.run_dir: Path | None = None
         self.run_name = self.run_group = None
         super().__init__(
@@ -90,6 +91,7 @@ class IdentityCrisisCLI(LightningCLI):
                     FailureRecord(),
                     KeepWeights(),
                     ProgressLines(),
+                    QuietProcesses(),
                 ],
             },
             save_config_callback=RunFolderConfig,
@@ -107,6 +109,9 @@ class IdentityCrisisCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         config = self._config()
+        if self.subcommand == "test" and "--verbose" not in " ".join(self.given_args):
+            # Lightning's wide "DataLoader 0 / DataLoader 1" table: the run prints its own.
+            config.verbose = False
         if config.trainer.get("default_root_dir") is not None:
             raise ConfigError(
                 f"--trainer.default_root_dir={config.trainer.default_root_dir} is not used: every "
@@ -259,6 +264,9 @@ class IdentityCrisisCLI(LightningCLI):
             entity=config.run.entity,
             tags=tags,
             save_dir=str(self.run_dir),
+            # The mode resolve_wandb_mode chose, given outright: W&B reads the environment once
+            # per process, and a worker or agent trains many runs in one.
+            mode=os.environ.get("WANDB_MODE") or None,
             # The run's own summary table replaces W&B's long history printout.
             settings=wandb.Settings(quiet=True),
         )
@@ -275,6 +283,14 @@ class IdentityCrisisCLI(LightningCLI):
                 f"--data.{key}={count} cannot be split evenly over {world_size} "
                 f"processes (devices x nodes); use a multiple of {world_size} or one device"
             )
+        if world_size > 1:
+            for name, images in self.datamodule.test_inputs.items():
+                if len(images) < world_size:
+                    raise ConfigError(
+                        f"test set {name} has {len(images)} images, fewer than the {world_size} "
+                        f"processes (devices x nodes) that share it; give it at least "
+                        f"{world_size} (--data.test_size) or use one device"
+                    )
 
     @property
     def wandb_logger(self) -> WandbLogger | None:
@@ -322,19 +338,24 @@ class IdentityCrisisCLI(LightningCLI):
         print(f"run folder: {self.run_dir}", flush=True)
 
     def results_table(self) -> str:
-        model = self.model
+        """The run's scores as `metrics.json` holds them: the file rank 0 wrote is the one
+        record, whichever process (a DDP spawn worker) computed it."""
+        summary = run_folder.read_metrics(self.run_dir)
+        results = results_from_metrics(summary.get("metrics", {}))
+        loss, fitted = summary.get("train/final_loss"), summary.get("fitted")
+        threshold = self.model.hparams.fit_threshold
         lines = [
-            f"final training MSE {model.final_train_loss:.3g} "
-            + ("(fitted)" if model.fitted else f"(NOT fitted: > {model.hparams.fit_threshold:g})"),
+            f"final training MSE {loss:.3g} "
+            + ("(fitted)" if fitted else f"(NOT fitted: > {threshold:g})"),
             f"{'test set':<16}{'identity':>10}{'constant':>10}   verdicts id/const/neither",
         ]
-        for name, s in model.test_results.items():
+        for name, s in results.items():
             lines.append(
                 f"{name:<16}{s['identity_corr']:>10.3f}{s['constant_corr']:>10.3f}   "
                 f"{s['frac_identity']:.2f}/{s['frac_constant']:.2f}/{s['frac_neither']:.2f}"
             )
-        lines.append(f"learned: {in_words(model.test_results, model.fitted)}")
-        return "\n".join(lines + layers_line(model.layer_results))
+        lines.append(f"learned: {in_words(results, fitted)}")
+        return "\n".join(lines + layers_line(summary.get("layers", {})))
 
 
 def layers_line(layer_results: dict) -> list[str]:

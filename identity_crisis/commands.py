@@ -10,6 +10,8 @@ from __future__ import annotations
 import importlib
 import sys
 
+from identity_crisis.tracking import load_env_file
+
 # name: (the module whose main(argv) runs it, one line of help). fit and test are LightningCLI
 # subcommands and take the whole command line; the others take what follows their name.
 COMMANDS = {
@@ -50,6 +52,9 @@ def main(argv: list[str] | None = None) -> None:
         print(usage(), file=sys.stderr)
         print(f"\nidentity-crisis: error: unknown command {argv[0]!r}", file=sys.stderr)
         sys.exit(2)
+    # Every command reads `.env` (IDC_DATA_DIR, W&B settings) the same way, before its own
+    # defaults are computed from the environment.
+    load_env_file()
     module = importlib.import_module(COMMANDS[argv[0]][0])
     module.main(argv if argv[0] in LIGHTNING_COMMANDS else argv[1:])
 

@@ -23,6 +23,7 @@ import sys
 import torch
 
 from datamodules import SingleExampleDataModule
+from datamodules.errors import DataConfigError
 from identity_crisis.errors import ConfigError, check_choice, check_positive, int_list, list_items
 from lightning_modules import CNN
 from lightning_modules.base import INITS
@@ -104,7 +105,8 @@ def main(argv: list[str] | None = None) -> None:
         data.setup("test")
         inputs = data.test_inputs["mnist"]
         rows = measure(args.inits, args.depths, inputs, args.channels, args.kernel_size, args.seed)
-    except ConfigError as error:
+    except (ConfigError, DataConfigError) as error:
+        # A data root without the files is a bad value like any other: one line, exit 2.
         print(f"identity-crisis init-signal: error: {error}", file=sys.stderr)
         sys.exit(2)
     print(

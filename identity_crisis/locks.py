@@ -4,15 +4,19 @@ A runner takes `<cell>/lock.json` before it starts a cell and removes it once th
 or failed). The file says who holds it:
 
     {"token": ..., "pid": 4242, "host": "node17", "pidns": "pid:[4026531836]",
-     "pid_start": "123456", "started": 1767225600.0, "heartbeat": 1767225610.0}
+     "pid_start": "123456", "started": 1767225600.0, "heartbeat": 1767225610.0,
+     "takeover_s": 120.0}
 
-and the owner rewrites `heartbeat` every HEARTBEAT_S seconds. Another runner skips a held cell,
-and takes the lock over only when its owner is gone:
+and the owner rewrites `heartbeat` every HEARTBEAT_S seconds (more often under a takeover time
+below 4 x HEARTBEAT_S). Another runner skips a held cell, and takes the lock over only when its
+owner is gone:
 
 - on the same host (same hostname and PID namespace), the owner's process no longer exists (or
   is a zombie, or its PID now belongs to a process started at another time); or
-- on any host, its heartbeat is older than STALE_S seconds. Hosts sharing a filesystem must
-  keep their clocks within a few seconds of each other (NTP), far below STALE_S.
+- on any host, its heartbeat is older than the takeover time: the larger of the taker's and the
+  one the owner wrote, so a runner given a short one never judges an owner that beats slower.
+  STALE_S by default, or $IDC_SWEEP_TAKEOVER_S, or the runner's --takeover-s. Hosts sharing a
+  filesystem must keep their clocks within a few seconds of each other (NTP), far below it.
 
 Every step is atomic on a local or a network filesystem:
 
@@ -24,13 +28,14 @@ Every step is atomic on a local or a network filesystem:
   it is still the record it judged stale renames its own record over it;
 - the heartbeat: the owner re-reads lock.json and, if it is still its own, renames a fresh
   record over it. An owner that finds someone else's record there has lost the lock (it was
-  silent for STALE_S) and must stop its cell.
+  silent for the takeover time) and must stop its cell.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import socket
 import sys
@@ -44,6 +49,25 @@ HEARTBEAT_S = 10.0
 # A lock whose heartbeat is older than this is abandoned (its runner was killed, its node died)
 # and may be taken over. Twelve missed heartbeats: a busy machine never looks dead.
 STALE_S = 120.0
+# Where a runner's takeover time comes from when its command line does not give one.
+TAKEOVER_ENV = "IDC_SWEEP_TAKEOVER_S"
+
+
+def takeover_seconds(value: float | str | None = None) -> float:
+    """The takeover time: `value` (a flag's), else $IDC_SWEEP_TAKEOVER_S, else STALE_S. Raises
+    ValueError naming where a value that is not a positive number came from."""
+    source = "--takeover-s"
+    if value is None:
+        value, source = os.environ.get(TAKEOVER_ENV) or None, f"${TAKEOVER_ENV}"
+    if value is None:
+        return STALE_S
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = math.nan
+    if not 0 < seconds < math.inf:
+        raise ValueError(f"{source}={value!r} is not valid: give a positive number of seconds")
+    return seconds
 
 
 def _proc_stat(pid: int) -> tuple[str, str] | None:
@@ -105,6 +129,8 @@ class FolderLock:
             "pid_start": stat[1] if stat else None,
             "started": self.started,
             "heartbeat": time.time(),
+            # What the owner promised to beat within, for a taker with a shorter takeover time.
+            "takeover_s": self.stale_s if math.isfinite(self.stale_s) else None,
         }
 
     def _private_copy(self) -> Path:
@@ -177,9 +203,10 @@ class FolderLock:
         same_host = host == socket.gethostname() and owner.get("pidns") == _pid_namespace()
         if same_host and isinstance(pid, int) and not process_alive(pid, owner.get("pid_start")):
             return f"its runner (pid {pid} on {host}) is gone"
-        beat = owner.get("heartbeat")
+        beat, promised = owner.get("heartbeat"), owner.get("takeover_s")
         silent = now - beat if isinstance(beat, int | float) else float("inf")
-        if silent > self.stale_s:
+        stale_s = max(self.stale_s, promised if isinstance(promised, int | float) else 0.0)
+        if silent > stale_s:
             return f"no heartbeat from pid {pid} on {host} for {silent:.0f} s"
         return None
 
@@ -203,11 +230,14 @@ class FolderLock:
         owner, _ = self.read()
         return bool(owner) and owner.get("token") == self.token
 
-    def heartbeat(self, every_s: float = HEARTBEAT_S) -> bool:
-        """Refresh the heartbeat if `every_s` has passed since the last; False when the lock is no
-        longer ours (taken over after a silence longer than the stale time)."""
+    def heartbeat(self, every_s: float | None = None) -> bool:
+        """Refresh the heartbeat if `every_s` has passed since the last (by default HEARTBEAT_S,
+        or a quarter of the takeover time when that is shorter); False when the lock is no longer
+        ours (taken over after a silence longer than the takeover time)."""
         if not self.held:
             return False
+        if every_s is None:
+            every_s = min(HEARTBEAT_S, self.stale_s / 4)
         if time.time() - self.beat < every_s:
             return True
         if not self.owns():

@@ -37,13 +37,32 @@ def stop_rule(trainer: Trainer, module: LightningModule) -> str:
 
 
 class StepBar(TQDMProgressBar):
-    """Lightning's bar with a true total (none under a stop rule) and no test bars."""
+    """Lightning's bar counting optimizer steps, with a true total (none under a stop rule), no
+    `v_num` and no test bars.
+
+    Lightning's own bar counts `training_step` calls, and one call here runs many optimizer steps
+    (`IdentityTaskModule.steps_per_call`): its position, rate and ETA would be off by that factor.
+    """
 
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         super().on_train_epoch_start(trainer, pl_module)
-        if may_stop_early(trainer, pl_module):
-            self.train_progress_bar.total = None
-        self.train_progress_bar.set_description(f"training ({stop_rule(trainer, pl_module)})")
+        bar = self.train_progress_bar
+        bar.total = None if may_stop_early(trainer, pl_module) else trainer.max_steps
+        bar.unit = "step"
+        bar.set_description(f"training ({stop_rule(trainer, pl_module)})")
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *_) -> None:
+        bar = self.train_progress_bar
+        if bar is None or bar.disable:
+            return
+        bar.update(trainer.global_step - bar.n)
+        bar.set_postfix(self.get_metrics(trainer, pl_module))
+
+    def get_metrics(self, trainer: Trainer, pl_module: LightningModule) -> dict:
+        # The logger's version is a W&B run id here, which says nothing at a terminal.
+        items = super().get_metrics(trainer, pl_module)
+        items.pop("v_num", None)
+        return items
 
     def init_test_tqdm(self) -> Tqdm:
         return Tqdm(disable=True)

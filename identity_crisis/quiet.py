@@ -12,6 +12,8 @@ import os
 import re
 import warnings
 
+import wandb
+from pytorch_lightning import Callback
 from pytorch_lightning.loggers import WandbLogger
 
 # Lightning's start-up and stop notes (logged at INFO by its rank-zero helpers).
@@ -20,9 +22,14 @@ LIGHTNING_NOTES = re.compile(
     r"|^(GPU|TPU|HPU|IPU) available: "
     r"|^💡 Tip: .*litlogger"
     r"|^`Trainer\.(fit|test)` stopped: `max_steps=\d+` reached\.$"
+    # DDP's start-up banners, once per process: the run prints its own name and process count.
+    r"|^Initializing distributed: GLOBAL_RANK: \d+, MEMBER: \d+/\d+$"
+    r"|^-+\ndistributed_backend=\w+\nAll distributed processes registered\. Starting with \d+ "
+    r"processes\n-+\n?$"
 )
 LIGHTNING_LOGGERS = (
     "lightning_fabric.utilities.seed",
+    "lightning_fabric.utilities.distributed",
     "lightning_fabric.utilities.rank_zero",
     "pytorch_lightning.utilities.rank_zero",
     "lightning.pytorch.utilities.rank_zero",
@@ -56,6 +63,22 @@ def silence_third_party() -> None:
         warnings.filterwarnings("ignore", message=message)
 
 
+class QuietProcesses(Callback):
+    """The same filters in every process of a run: a DDP spawn worker is a fresh interpreter,
+    which unpickles the Trainer's callbacks (this one included) before its first log line."""
+
+    def __init__(self):
+        # Pickle skips __setstate__ for an object with no state: keep one.
+        self.filters_installed_on_load = True
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        silence_third_party()
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        silence_third_party()
+
+
 class QuietWandbLogger(WandbLogger):
     """WandbLogger without its `anonymous=None` init argument: W&B warns that the setting "has no
     effect" whenever the key is passed at all, even as None."""
@@ -64,3 +87,21 @@ class QuietWandbLogger(WandbLogger):
         super().__init__(*args, **kwargs)
         if self._wandb_init.get("anonymous") is None:
             self._wandb_init.pop("anonymous", None)
+
+    def __getstate__(self) -> dict:
+        # A spawn launcher pickles the logger once per fit and test; Lightning then calls
+        # wandb.require("service"), a no-op since W&B 0.18 that warns every time.
+        require = wandb.require
+        wandb.require = _skip_service(require)
+        try:
+            return super().__getstate__()
+        finally:
+            wandb.require = require
+
+
+def _skip_service(require):
+    def checked(features):
+        if features != "service":
+            require(features)
+
+    return checked

@@ -52,10 +52,19 @@ CELL_RUN = "run"
 # (still running, or killed) is told from any other folder with a log.
 CELL_COMMAND_PROMPT = "$ "
 
-# Statuses in metrics.json. ok is the only one with scores; failed = the run diverged; crashed =
-# an error in the code; interrupted = a signal or Ctrl-C stopped it. broken is never written by a
-# run: `report` gives it to a folder whose files cannot be read or do not agree.
-OK, FAILED, CRASHED, INTERRUPTED, BROKEN = "ok", "failed", "crashed", "interrupted", "broken"
+# Statuses in metrics.json. ok is the only finished one; debug = scores from a debugging run
+# (fast_dev_run, a limit on batches), never taken for a result: a real run takes its folder over,
+# and `report` leaves it out unless asked; failed = the run diverged; crashed = an error in the
+# code; interrupted = a signal or Ctrl-C stopped it. broken is never written by a run: `report`
+# gives it to a folder whose files cannot be read or do not agree.
+OK, DEBUG, FAILED, CRASHED, INTERRUPTED, BROKEN = (
+    "ok",
+    "debug",
+    "failed",
+    "crashed",
+    "interrupted",
+    "broken",
+)
 
 
 def flatten_config(config: dict, prefix: str = "") -> dict:
@@ -70,8 +79,27 @@ def flatten_config(config: dict, prefix: str = "") -> dict:
         if isinstance(value, dict):
             flat.update(flatten_config(value, f"{name}."))
         else:
-            flat[name] = list(value) if isinstance(value, tuple) else value
+            flat[name] = plain(value)
     return flat
+
+
+def plain(value):
+    """A config value in YAML's own types. jsonargparse's restricted numbers (PositiveInt, ...)
+    subclass int and float, and W&B records any such subclass as a string: a dashboard would
+    sort depth "10" before "2" and could not put it on an axis."""
+    if isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, list | tuple):
+        return [plain(item) for item in value]
+    if isinstance(value, dict):
+        return {key: plain(item) for key, item in value.items()}
+    return value
 
 
 # --- run folder ----------------------------------------------------------------------------------

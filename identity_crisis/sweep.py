@@ -26,16 +26,22 @@ command and output), the run folder `run/`, and `done.json` (values, overrides, 
 seconds) once it finished with a result, or `failed.json` (exit code, reason, log) otherwise.
 While a runner trains a cell it holds `lock.json` (`identity_crisis.locks`), so several runners
 (on this machine or on hosts sharing the filesystem) split one sweep: each walks the cells in
-order and takes the next that is neither done nor held. A rerun skips done cells and redoes the
-rest (failed, interrupted, never started); the lock of a runner that was killed is taken over.
+order and takes the next that is neither done nor held. The lock of a runner that is gone (its
+process, on this host; its heartbeat, for the takeover time, on another) is taken over. A runner
+that runs out of cells while other runners hold some does not leave them unwatched: the first such
+runner takes `<sweep>/watcher.json`, looks at the held cells again every few seconds and takes
+over any whose runner died; the others leave, saying how many cells they left. The runner that
+ends the sweep (no cell left held by anyone) names the cells that are not done and exits 1 if
+there are any. A rerun skips done cells and redoes the rest (failed, interrupted, never started).
 
 SIGINT, SIGTERM and SIGHUP stop the running cells (SIGINT to each cell's or worker's process
 group, SIGKILL after STOP_GRACE_S), record them as interrupted and release their locks; the runner
 then exits with 128 + the signal number (130, 143, 129). A signal the runner was started ignoring
 (nohup's SIGHUP) stays ignored. On Linux a SIGKILLed runner takes its cells and workers down with
 it (PR_SET_PDEATHSIG).
-Exit codes otherwise: 0 every cell this runner started is done; 1 some failed; 2 a bad command line
-or sweep file (nothing ran).
+Exit codes otherwise: 0 every cell this runner started is done (and, from the runner that ended
+the sweep, every cell of it); 1 some failed or were interrupted, or the sweep ended with cells not
+done; 2 a bad command line or sweep file (nothing ran).
 """
 
 from __future__ import annotations
@@ -71,7 +77,7 @@ from identity_crisis.cell_worker import (  # noqa: F401
     stop_all,
 )
 from identity_crisis.errors import ConfigError
-from identity_crisis.locks import LOCK_FILE, FolderLock
+from identity_crisis.locks import LOCK_FILE, STALE_S, TAKEOVER_ENV, FolderLock, takeover_seconds
 from identity_crisis.run_folder import (
     CELL_FAILED,
     CELL_LOG,
@@ -100,6 +106,9 @@ from identity_crisis.verdict import clock, in_words, results_from_metrics
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 # A cell's values as JSON, in its folder, for a command that names ${args_json_file}.
 ARGS_JSON = "args.json"
+# The sweep folder's lock of the runner that stays while other runners hold cells, to take over
+# any whose runner dies; with it held, the other runners that run out of cells may leave.
+WATCH_FILE = "watcher.json"
 # An extra argument for every cell: --section.key=value, or a top-level key of `fit`.
 OVERRIDE = re.compile(r"--(seed_everything|[A-Za-z_][\w-]*(\.[\w-]+)+)=")
 
@@ -185,8 +194,12 @@ class OfflineRunner:
         seed: int = 0,
         extra_args: list[str] | None = None,
         isolate: bool = False,
+        takeover_s: float | None = None,
     ):
         self.sweep = sweep
+        self.takeover_s = takeover_seconds(takeover_s)
+        # How often a runner with a free slot looks again at the cells other runners hold.
+        self.recheck_s = min(5.0, self.takeover_s / 4)
         self.isolate = isolate
         self.workers: dict[int, Worker] = {}
         self.root = Path(out) / sweep.name
@@ -271,7 +284,9 @@ class OfflineRunner:
 
     def run(self, poll_s: float = 0.2) -> dict[str, int]:
         """Run the cells; returns the counts (done, skipped, failed, interrupted, others: left to
-        other runners, signal: the number of the signal that stopped the runner, or 0)."""
+        other runners, left: cells still held by other runners when this runner left them to
+        the watcher, undone: cells not done when this runner ended as the last on the sweep,
+        signal: the number of the signal that stopped the runner, or 0)."""
         if not self.checked:
             self.check()
         todo, skipped = self.plan()
@@ -281,35 +296,61 @@ class OfflineRunner:
             f"{'a process per cell' if self.isolate else 'a worker process each'} -> {self.root}",
             flush=True,
         )
-        counts = {"done": 0, "skipped": len(skipped), "failed": 0, "interrupted": 0, "others": 0}
+        counts = {"done": 0, "skipped": len(skipped), "failed": 0, "interrupted": 0}
+        counts |= {"others": 0, "left": 0, "undone": 0}
         self.to_finish = len(todo)
-        since = time.time()
+        self.since = time.time()
+        self.mine: set[int] = set()  # the cells this runner started
+        self.seen_others: set[int] = set()  # done, failed or held by another runner
         done_before = {cell.index for cell in skipped}
-        walk = (cell for cell in self.cells if cell.index not in done_before)
         running: dict[int, Job] = {}
-        starts, walked = 0, False
+        walk, walked, rewalk_at = self._walk(done_before, running), False, math.inf
+        watch: FolderLock | None = None
+        starts, ended = 0, False
         with StopSignals() as stop:
             try:
                 while not stop.received:
+                    if walked and len(running) < len(self.slots) and time.time() >= rewalk_at:
+                        walk, walked = self._walk(done_before, running), False
                     for slot in range(len(self.slots)):
                         if slot in running or walked or not self._room(starts):
                             continue
-                        job = self._next(walk, slot, counts, since)
-                        walked = job is None
-                        if job is not None:
+                        job = self._next(walk, slot)
+                        if job is None:
+                            walked, rewalk_at = True, time.time() + self.recheck_s
+                        else:
                             running[slot], starts = job, starts + 1
-                    if not running and (walked or not self._room(starts)):
-                        break
+                    if not running and not self._room(starts):
+                        break  # --limit: the rest is not this runner's to wait for
+                    if not running and walked:
+                        open_ = self._open(running)
+                        if not open_:
+                            ended = True
+                            break
+                        if any(not (cell.folder / LOCK_FILE).exists() for cell in open_):
+                            rewalk_at = 0.0  # a cell let go (its runner was stopped): take it
+                        elif watch is None:
+                            watch = self._watch(len(open_))
+                            if watch is None:
+                                counts["left"] = len(open_)
+                                break
                     time.sleep(poll_s)
                     self._poll(running, counts)
+                    if watch is not None and not self._beat(watch):
+                        watch = None  # silent too long, another runner watches now
             finally:
                 if running:
                     why = f"interrupted ({stop.name or 'the runner stopped on an error'})"
                     self._stop_jobs(list(running.values()), why, counts)
                 for worker in self.workers.values():
                     worker.close()
+                if watch is not None:
+                    watch.release()
         counts["signal"] = stop.received or 0
-        self._summary(counts)
+        counts["others"] = len(self.seen_others - self.mine)
+        undone = [cell for cell in self.cells if not cell.done] if ended else []
+        counts["undone"] = len(undone)
+        self._summary(counts, undone)
         return counts
 
     def _room(self, starts: int) -> bool:
@@ -318,21 +359,58 @@ class OfflineRunner:
     def _tag(self, cell: Cell) -> str:
         return f"[{cell.index + 1}/{len(self.cells)}]"
 
-    def _next(self, walk: Iterator[Cell], slot: int, counts: dict, since: float):
+    def _walk(self, done_before: set[int], running: dict[int, Job]) -> Iterator[Cell]:
+        """The cells in order, less those done before the runner started and those it runs."""
+        for cell in self.cells:
+            if cell.index not in done_before and all(j.cell is not cell for j in running.values()):
+                yield cell
+
+    def _open(self, running: dict[int, Job]) -> list[Cell]:
+        """The cells that have not ended: not done, not failed under a runner of this round, not
+        run here. Each is held by another runner, or was let go unfinished."""
+        ours = {job.cell.index for job in running.values()}
+        return [
+            cell
+            for cell in self.cells
+            if cell.index not in ours and not cell.done and not cell.failed_since(self.since)
+        ]
+
+    def _watch(self, held: int) -> FolderLock | None:
+        """Become the runner that waits for the cells other runners hold, taking over any whose
+        runner dies; None when a live runner already does (this one may leave)."""
+        watch = FolderLock(self.root, WATCH_FILE, stale_s=self.takeover_s)
+        if not watch.acquire():
+            return None
+        print(
+            f"waiting for {held} cell(s) held by other runners, to take over any whose runner "
+            f"dies (after {self.takeover_s:.0f} s without a heartbeat from another host)",
+            flush=True,
+        )
+        return watch
+
+    @staticmethod
+    def _beat(lock: FolderLock) -> bool:
+        try:
+            return lock.heartbeat()
+        except OSError:  # a filesystem hiccup: try again at the next poll
+            return True
+
+    def _next(self, walk: Iterator[Cell], slot: int):
         """Start the next cell of the walk that is not done, not held by another runner and did
         not fail under another runner of this round; None when the walk is over."""
         for cell in walk:
-            if cell.done or cell.failed_since(since):
-                counts["others"] += 1
+            if cell.done or cell.failed_since(self.since):
+                self.seen_others.add(cell.index)
                 continue
-            lock = FolderLock(cell.folder)
+            lock = FolderLock(cell.folder, stale_s=self.takeover_s)
             if not lock.acquire():
-                counts["others"] += 1
-                print(f"{self._tag(cell)} held  {cell.folder.name} (another runner)", flush=True)
+                if cell.index not in self.seen_others:  # said once, not at every look again
+                    print(f"{self._tag(cell)} held  {cell.folder.name} (another runner)")
+                self.seen_others.add(cell.index)
                 continue
             if cell.done:  # finished by its last owner between our look and our lock
                 lock.release()
-                counts["others"] += 1
+                self.seen_others.add(cell.index)
                 continue
             if lock.took_over:
                 print(f"{self._tag(cell)} take over {cell.folder.name}: {lock.took_over}")
@@ -340,10 +418,12 @@ class OfflineRunner:
                 # cannot be judged: the cell lock has judged it.
                 (cell.folder / CELL_RUN / run_folder.LOCK).unlink(missing_ok=True)
             try:
-                return self._start(cell, slot, lock)
+                job = self._start(cell, slot, lock)
             except BaseException:
                 lock.release()
                 raise
+            self.mine.add(cell.index)
+            return job
         return None
 
     def _start(self, cell: Cell, slot: int, lock: FolderLock) -> Job:
@@ -403,11 +483,8 @@ class OfflineRunner:
                 job.log.close()
                 counts["done" if self._finish(job) else "failed"] += 1
                 continue
-            try:
-                ours = job.lock.heartbeat()
-            except OSError:  # a filesystem hiccup: try again at the next poll
-                ours = True
-            if not ours:  # silent past the stale time: another runner has the cell now
+            # Silent past the takeover time: another runner has the cell now.
+            if not self._beat(job.lock):
                 del running[slot]
                 print(f"{self._tag(job.cell)} LOST the lock of {job.cell.folder.name}; stopping")
                 stop_all([job.proc])
@@ -479,7 +556,7 @@ class OfflineRunner:
     def _record_failure(self, cell: Cell, returncode: int | None, reason: str) -> None:
         run_folder.write_cell_failed(cell.folder, cell.params, returncode, reason)
 
-    def _summary(self, counts: dict[str, int]) -> None:
+    def _summary(self, counts: dict[str, int], undone: list[Cell]) -> None:
         others = f", {counts['others']} left to other runners" if counts["others"] else ""
         print(
             f"sweep {self.sweep.name}: {counts['done']} done, {counts['skipped']} skipped "
@@ -487,9 +564,19 @@ class OfflineRunner:
             f"{others}",
             flush=True,
         )
+        if counts["left"]:
+            watcher, _ = FolderLock(self.root, WATCH_FILE).read()
+            by = f"pid {watcher.get('pid')} on {watcher.get('host')}" if watcher else "another"
+            print(
+                f"leaving: {counts['left']} cell(s) still held by other runners; runner {by} "
+                "waits for them and takes over any whose runner dies"
+            )
         for cell in self.cells:
             if (cell.folder / CELL_FAILED).is_file():
                 print(f"  failed: {cell.folder.name}  (log: {cell.folder / CELL_LOG})")
+        if undone:
+            names = ", ".join(f"{self._tag(cell)} {cell.folder.name}" for cell in undone)
+            print(f"the sweep ended, {len(undone)} of {len(self.cells)} cells not done: {names}")
         print(f"upload to W&B with: wandb sync {self.root}/*/{CELL_RUN}/wandb/offline-run-*")
 
 
@@ -535,7 +622,19 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="a process of its own for every cell (each pays the imports and start-up again) "
         "instead of a worker per slot",
     )
+    parser.add_argument(
+        "--takeover-s",
+        default=None,
+        metavar="SECONDS",
+        help="take over a cell whose runner on another host has written no heartbeat for this "
+        f"long (default ${TAKEOVER_ENV}, else {STALE_S:.0f}); a runner on this host that is gone "
+        "is taken over at once",
+    )
     args, extra = parser.parse_known_args(argv)
+    try:
+        args.takeover_s = takeover_seconds(args.takeover_s)
+    except ValueError as error:
+        parser.error(str(error))
     for name in ("per_gpu", "workers", "limit"):
         value = getattr(args, name)
         if value is not None and value < 1:
@@ -569,6 +668,7 @@ def main(argv: list[str] | None = None) -> None:
             args.seed,
             args.extra,
             isolate=args.isolate,
+            takeover_s=args.takeover_s,
         )
         runner.check()
     except ConfigError as error:
@@ -588,4 +688,4 @@ def main(argv: list[str] | None = None) -> None:
     counts = runner.run()
     if counts["signal"]:
         sys.exit(128 + counts["signal"])
-    sys.exit(1 if counts["failed"] or counts["interrupted"] else 0)
+    sys.exit(1 if counts["failed"] or counts["interrupted"] or counts["undone"] else 0)

@@ -16,4 +16,7 @@ TRAINER_DEFAULTS = {
     # Training is one endless epoch of the same image. Lightning reads min_steps as also needing
     # one whole epoch, which never ends, so a stop (stop_loss) would never be honoured.
     "min_epochs": 0,
+    # The data module shards its own test sets over DDP ranks without repeats (a sampler's
+    # padding would count some images twice); the training stream is not a sampled data set.
+    "use_distributed_sampler": False,
 }

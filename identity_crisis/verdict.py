@@ -39,17 +39,45 @@ def results_from_metrics(metrics: dict) -> dict[str, dict[str, float]]:
     return results
 
 
+# What a whole net is: the constant when every image of every test set got the constant verdict,
+# the identity when every image got the identity verdict, else neither. The one rule, for the
+# sentence a run prints and for the shares `report` counts.
+NET_VERDICTS = ("constant", "identity", "neither")
+
+
+def _verdict_sets(results: dict[str, dict[str, float]]) -> list[dict[str, float]]:
+    return [s for s in results.values() if all(f in s for f in FRACTIONS)]
+
+
+def _mean_shares(sets: list[dict[str, float]]) -> dict[str, float]:
+    return {f: sum(s[f] for s in sets) / len(sets) for f in FRACTIONS}
+
+
+def net_verdict(results: dict[str, dict[str, float]]) -> str | None:
+    """One of NET_VERDICTS for a net's test results; None without verdict shares."""
+    sets = _verdict_sets(results)
+    if not sets:
+        return None
+    mean = _mean_shares(sets)
+    if mean["frac_constant"] == 1:
+        return "constant"
+    if mean["frac_identity"] == 1:
+        return "identity"
+    return "neither"
+
+
 def in_words(results: dict[str, dict[str, float]], fitted: bool | None = True) -> str:
     """'the identity on 93% of MNIST digits, the constant on 0%; over all 7 test sets: identity
     71%, constant 0%, neither 29%', or 'the constant: the training image for every input'."""
-    sets = [s for s in results.values() if all(f in s for f in FRACTIONS)]
+    sets = _verdict_sets(results)
     if not sets:
         return "no test scores"
-    mean = {f: sum(s[f] for s in sets) / len(sets) for f in FRACTIONS}
+    mean = _mean_shares(sets)
     caveat = "" if fitted or fitted is None else "NOT fitted, so the verdicts say little; "
-    if mean["frac_constant"] == 1:
+    verdict = net_verdict(results)
+    if verdict == "constant":
         return f"{caveat}the constant: the training image for every input of all {len(sets)} sets"
-    if mean["frac_identity"] == 1:
+    if verdict == "identity":
         return f"{caveat}the identity for every input of all {len(sets)} test sets"
     head = ""
     mnist = results.get("mnist")

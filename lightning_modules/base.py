@@ -122,7 +122,11 @@ class IdentityTaskModule(LightningModule):
         self.first_loss: float | None = None
         self.last_loss: float | None = None
         self.register_buffer("train_images", torch.empty(0))
+        # The optimizer steps trained, -1 until training ends: a DDP spawn worker or a re-probe
+        # gets a fresh trainer whose own count is 0.
+        self.register_buffer("trained_steps", torch.tensor(-1))
         self.register_load_state_dict_pre_hook(_resize_train_images)
+        self.register_load_state_dict_pre_hook(_checkpoint_without_steps)
         self.test_scores = nn.ModuleDict()
         # The last test's scores per test set, {set: {score: value}}, and per hidden layer
         # ({"live_share": [...], "input_share": [...], "first_blind_layer": k or None}), for a
@@ -314,6 +318,7 @@ class IdentityTaskModule(LightningModule):
                 f"(lr={self.hparams.lr:g}, {self.hparams.optimizer})"
             )
         self.final_loss.fill_(loss)
+        self.trained_steps.fill_(self.global_step)
         summary = {
             "train/final_loss": loss,
             "train/fitted": float(loss <= self.hparams.fit_threshold),
@@ -327,6 +332,13 @@ class IdentityTaskModule(LightningModule):
         """The training MSE measured after the last step; None before training ends."""
         loss = self.final_loss.item()
         return None if math.isnan(loss) else loss
+
+    @property
+    def steps_done(self) -> int:
+        """The optimizer steps this net was trained for, wherever its weights went since; the
+        trainer's count before training has ended."""
+        steps = int(self.trained_steps)
+        return steps if steps >= 0 else self.global_step
 
     @property
     def fitted(self) -> bool | None:
@@ -385,6 +397,9 @@ class IdentityTaskModule(LightningModule):
         return previous
 
     def on_test_epoch_end(self) -> None:
+        # Lightning would log these at its count of `training_step` calls (each runs many
+        # optimizer steps); a logged "step" puts them on the optimizer-step axis that training uses.
+        self.log("step", float(self.steps_done), add_dataloader_idx=False, sync_dist=True)
         activity = self.layer_activity.compute() if self.layer_activity.num_layers else {}
         if activity:
             blind = first_blind_layer(activity["input_share"], activity["live_share"])
@@ -410,6 +425,11 @@ def _resize_train_images(module: IdentityTaskModule, state_dict: dict, prefix: s
     saved = state_dict.get(f"{prefix}train_images")
     if saved is not None:
         module.train_images = torch.empty_like(saved, device=module.train_images.device)
+
+
+def _checkpoint_without_steps(module: IdentityTaskModule, state_dict: dict, prefix: str, *_):
+    """Weights saved before `trained_steps` existed load with the count unknown (-1)."""
+    state_dict.setdefault(f"{prefix}trained_steps", torch.tensor(-1))
 
 
 def activation_module(name: str) -> nn.Module:

@@ -12,6 +12,7 @@ import sys
 import pytest
 import torch
 from pytorch_lightning import Trainer
+from pytorch_lightning.loggers import CSVLogger
 
 from identity_crisis import slots, tracking
 from identity_crisis.cli import IdentityCrisisCLI
@@ -245,6 +246,19 @@ def test_the_bar_has_no_total_under_a_stop_rule_and_no_test_bars(tiny_data):
     assert "until the training MSE < 1e-12" in bar.train_progress_bar.desc
     trainer.test(model, datamodule=tiny_data(), verbose=False)
     assert bar.test_progress_bar.disable
+
+
+def test_the_bar_counts_optimizer_steps_not_training_calls(tiny_data, tmp_path):
+    bar = StepBar()
+    trainer = tiny_trainer(
+        [bar], enable_progress_bar=True, logger=CSVLogger(tmp_path), min_steps=None
+    )
+    model = CNN(depth=1, check_every=5)  # no stop rule: 40 steps in 8 calls of 5 steps each
+    trainer.fit(model, datamodule=tiny_data())
+    assert trainer.global_step == 40
+    assert (bar.train_progress_bar.n, bar.train_progress_bar.total) == (40, 40)
+    assert bar.train_progress_bar.unit == "step"
+    assert "v_num" not in bar.get_metrics(trainer, model)
 
 
 # --- the runner's slots ---------------------------------------------------------------------------

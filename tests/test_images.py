@@ -454,7 +454,9 @@ def test_probe_panels_writes_titled_figures_from_the_runs_own_scores(tmp_path, m
     monkeypatch.setenv("PL_GLOBAL_SEED", "3")
     torch.manual_seed(0)
     model = CNN(depth=2, channels=4, kernel_size=3)
-    trainer = SimpleNamespace(default_root_dir=str(tmp_path), datamodule=FakeData(), loggers=[])
+    trainer = SimpleNamespace(
+        default_root_dir=str(tmp_path), datamodule=FakeData(), loggers=[], ckpt_path=None
+    )
     panels = ProbePanels()
     panels.on_fit_start(trainer, model)
     model.train_images = probe_batch()[0][:1].clone()
@@ -488,3 +490,10 @@ def test_probe_panels_writes_titled_figures_from_the_runs_own_scores(tmp_path, m
     for filename, figure in figures.items():
         with Image.open(tmp_path / filename) as image:
             np.testing.assert_array_equal(np.asarray(image.convert("RGB")), figure_rgb(figure))
+
+    # A re-probe (`test --ckpt_path RUN/weights.ckpt`) says whose net it shows.
+    trainer.ckpt_path = str(tmp_path / "the-trained-run" / run_folder.WEIGHTS)
+    panels.on_test_end(trainer, model)
+    assert "re-probe of the-trained-run: fitted, train MSE 1.2e-08" in texts(
+        panels.figures[run_folder.PROBE_PANEL]
+    )

@@ -80,7 +80,7 @@ def test_a_notebook_trains_and_tests_with_models_and_data_alone(data_root):
 
 
 # The runs recorded in tests/golden before the house was rebuilt (issue 10): same seed, same
-# metrics.json, byte for byte.
+# metrics.json: every key, count and word exactly, every float to 1e-5.
 GOLDEN_RUNS = {
     "cnn": ["configs/cnn.yaml", "--model.depth=2", "--model.channels=8", "--trainer.min_steps=0"],
     "fcn": ["configs/fcn.yaml", "--model.depth=2", "--model.width=32"],
@@ -92,9 +92,7 @@ ADDED_SINCE_GOLDEN = ("layers",)
 
 
 @pytest.mark.parametrize("family", sorted(GOLDEN_RUNS))
-def test_metrics_are_byte_identical_to_those_recorded_before_the_refactor(
-    family, data_root, tmp_path, capsys
-):
+def test_metrics_are_those_recorded_before_the_refactor(family, data_root, tmp_path, capsys):
     config, *args = GOLDEN_RUNS[family]
     run_dir = tmp_path / family
     main(
@@ -102,8 +100,32 @@ def test_metrics_are_byte_identical_to_those_recorded_before_the_refactor(
         + [f"--data.root={data_root}", f"--run.dir={run_dir}"]
     )
     golden = GOLDEN / f"metrics_{family}_depth2.json"
-    # Later issues add keys (the per-layer activity); everything recorded stays byte-identical.
+    # Later issues add keys (the per-layer activity); everything recorded stays the same.
     metrics = json.loads((run_dir / "metrics.json").read_text())
     added = {key: metrics.pop(key) for key in ADDED_SINCE_GOLDEN if key in metrics}
     assert added, "the added keys are written"
-    assert json.dumps(metrics, indent=2, allow_nan=False) + "\n" == golden.read_text()
+    recorded = json.loads(golden.read_text())
+    # The same keys in the same order, the same counts and words; floats to 1e-5, far above
+    # what the thread count or the CPU's vector width moves (the last 1-2 digits of a float32
+    # sum, about 1e-7 here) and far below what a changed computation gives.
+    got, want = flat_items(metrics), flat_items(recorded)
+    assert list(got) == list(want)
+    floats = [key for key, value in want.items() if isinstance(value, float)]
+    assert {k: v for k, v in got.items() if k not in floats} == {
+        k: v for k, v in want.items() if k not in floats
+    }
+    assert [got[k] for k in floats] == pytest.approx([want[k] for k in floats], rel=1e-5, abs=1e-6)
+
+
+def flat_items(record: dict, prefix: str = "") -> dict:
+    """{'metrics.test/mnist/identity_corr': 0.93, ...}: nested dicts and lists as dotted keys,
+    for approx."""
+    flat = {}
+    for key, value in record.items():
+        if isinstance(value, dict):
+            flat.update(flat_items(value, f"{prefix}{key}."))
+        elif isinstance(value, list):
+            flat.update(flat_items(dict(enumerate(value)), f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat

@@ -304,9 +304,10 @@ def test_two_swept_keys_make_heatmaps(capsys, tmp_path):
     assert [c["label"] for c in report["configurations"]] == ["d1 c4", "d1 c8", "d2 c4", "d2 c8"]
     for name in ("curves_depth", "verdicts_depth", "curves_params"):
         assert (out / f"{name}.png").is_file()
-    for score_name in ("identity_corr", "constant_corr"):
+    # Shares of nets with k/n per cell, never mean scores (tests/test_report_stats.py).
+    for verdict in ("constant", "identity"):
         for suffix in (".png", ".svg"):
-            assert (out / f"heatmap_depth_channels_{score_name}{suffix}").is_file()
+            assert (out / f"heatmap_depth_channels_{verdict}{suffix}").is_file()
 
     # --key orders by the keys given (a bare name resolves to its dotted key); checked on the
     # records directly, as drawing the figures again would only cost time.

@@ -379,8 +379,8 @@ def test_a_sweep_in_which_no_run_fitted_says_so(capsys, tmp_path):
     # Everything it can still draw: the unfitted outputs, the (empty) curves and heatmaps.
     for name in ("prediction_grid", "curves_depth", "verdicts_depth", "curves_params"):
         assert (out / f"{name}.png").is_file(), name
-    for score in ("identity_corr", "constant_corr"):
-        assert (out / f"heatmap_depth_channels_{score}.png").is_file()
+    for verdict in ("constant", "identity"):
+        assert (out / f"heatmap_depth_channels_{verdict}.png").is_file()
 
 
 def test_nothing_fitted_counts_each_outcome_and_goes_with_one_fitted_run(

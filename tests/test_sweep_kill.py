@@ -1,7 +1,9 @@
 """The offline runner stopped mid-grid by each signal, then rerun: no cell lost, none trained
 twice, no process left behind."""
 
+import json
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -132,3 +134,43 @@ def test_each_stop_signal_mid_grid_then_a_rerun_loses_and_repeats_nothing(tmp_pa
     # Every stopped cell was started again once, the first cell (done before any stop) once.
     assert sorted(attempts(cell) for cell in cells) == [1, 2, 2, 2, 2]
     assert not list(sweep_dir.glob("*/lock.json")) and not list(sweep_dir.glob("*/failed.json"))
+
+
+@pytest.mark.skipif(not LINUX, reason="PR_SET_PDEATHSIG and /proc are Linux's")
+def test_a_runner_killed_mid_cell_leaves_its_cell_to_the_survivor(tmp_path, data_root):
+    """Two runners share six cells; one is SIGKILLed while it trains a cell the other has already
+    walked past. The survivor comes back for it and ends with the whole sweep done."""
+    path = write_sweep(tmp_path, tiny_cells(steps=400, seeds=6))
+    out, root = tmp_path / "out", f"--data.root={data_root}"
+    sweep_dir = out / "tiny"
+    logs = [tmp_path / "survivor.log", tmp_path / "victim.log"]
+    survivor, victim = (start_runner(path, out, log, "--workers", "1", root) for log in logs)
+
+    def victim_mid_cell_survivor_past_it() -> Path | None:
+        for cell in sweep_dir.glob("*"):
+            if training_now(cell) and f"held  {cell.name}" in logs[0].read_text():
+                try:
+                    if json.loads((cell / "lock.json").read_text())["pid"] == victim.pid:
+                        return cell
+                except (OSError, ValueError):  # the cell just ended
+                    pass
+        return None
+
+    wait_for(victim_mid_cell_survivor_past_it, victim, logs[1])
+    killed = victim_mid_cell_survivor_past_it()
+    victim.kill()
+    assert victim.wait(timeout=60) == -9
+    try:
+        code = survivor.wait(timeout=600)
+    except subprocess.TimeoutExpired:
+        survivor.kill()
+        pytest.fail(logs[0].read_text())
+    output = logs[0].read_text()
+    cells = sorted(cell for cell in sweep_dir.iterdir() if cell.is_dir())
+    assert code == 0, output
+    assert len(cells) == 6 and all((cell / CELL_DONE).is_file() for cell in cells), output
+    assert [trainings(cell) for cell in cells] == [1] * 6, output
+    assert attempts(killed) == 2 and f"take over {killed.name}: its runner (pid" in output
+    assert not list(sweep_dir.glob("*/lock.json")) and not list(sweep_dir.glob("*/failed.json"))
+    # It came back for the cell as the runner that waits, not by chance in its first walk.
+    assert "waiting for 1 cell(s) held by other runners" in output and "leaving:" not in output

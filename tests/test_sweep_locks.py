@@ -6,13 +6,14 @@ import multiprocessing
 import os
 import socket
 import subprocess
+import threading
 import time
 
 import pytest
 
-from identity_crisis.locks import LOCK_FILE, STALE_S, FolderLock
-from identity_crisis.run_folder import CELL_DONE, write_cell_done
-from identity_crisis.sweep import OfflineRunner, load_sweep, main, parse_args
+from identity_crisis.locks import LOCK_FILE, STALE_S, TAKEOVER_ENV, FolderLock
+from identity_crisis.run_folder import CELL_DONE, write_cell_done, write_cell_failed
+from identity_crisis.sweep import WATCH_FILE, OfflineRunner, load_sweep, main, parse_args
 from tests.test_sweeps import write_sweep
 
 
@@ -94,6 +95,8 @@ def _race(folder, barrier, results) -> None:
     lock = FolderLock(folder)
     barrier.wait()
     results.put(lock.acquire())
+    # A winner that exited before a slow racer looked would be a dead owner, rightly taken over.
+    barrier.wait()
 
 
 @pytest.mark.parametrize("stale", [False, True])
@@ -168,3 +171,91 @@ def test_an_unknown_key_in_the_sweep_file_is_refused_in_one_line(tmp_path, capsy
     assert len(error.splitlines()) == 1 and "cell 0 (model.depht=1" in error
     assert "depht" in error.split("):", 1)[1]
     assert not (tmp_path / "out").exists()
+
+
+def test_the_takeover_time_comes_from_the_flag_else_the_environment_else_two_minutes(
+    monkeypatch, capsys
+):
+    monkeypatch.delenv(TAKEOVER_ENV, raising=False)
+    assert parse_args(["f.yaml"]).takeover_s == STALE_S == 120
+    monkeypatch.setenv(TAKEOVER_ENV, "30")
+    assert parse_args(["f.yaml"]).takeover_s == 30
+    assert parse_args(["f.yaml", "--takeover-s", "2.5"]).takeover_s == 2.5
+    for wrong in (["--takeover-s", "0"], ["--takeover-s", "soon"]):
+        with pytest.raises(SystemExit) as exit_:
+            parse_args(["f.yaml", *wrong])
+        assert exit_.value.code == 2 and "--takeover-s=" in capsys.readouterr().err
+    monkeypatch.setenv(TAKEOVER_ENV, "-1")
+    with pytest.raises(SystemExit):
+        parse_args(["f.yaml"])
+    assert f"${TAKEOVER_ENV}='-1'" in capsys.readouterr().err
+
+
+def test_a_short_takeover_time_beats_faster_and_never_judges_a_slower_owner(tmp_path):
+    # An owner on another host that promised 120 s, silent for 10: alive to any taker.
+    elsewhere = {"host": "elsewhere", "heartbeat": time.time() - 10}
+    plant(tmp_path / "slow", **elsewhere, takeover_s=120.0)
+    assert not FolderLock(tmp_path / "slow", stale_s=5).acquire()
+    plant(tmp_path / "fast", **elsewhere, takeover_s=5.0)
+    taker = FolderLock(tmp_path / "fast", stale_s=5)
+    assert taker.acquire() and "no heartbeat" in taker.took_over
+    # The owner's own beat keeps well inside its takeover time.
+    lock = FolderLock(tmp_path / "mine", stale_s=0.4)
+    assert lock.acquire() and lock.record()["takeover_s"] == 0.4
+    first = json.loads(lock.path.read_text())["heartbeat"]
+    time.sleep(0.15)
+    assert lock.heartbeat() and json.loads(lock.path.read_text())["heartbeat"] > first
+
+
+def _tiny_runner(tmp_path, takeover_s=None) -> OfflineRunner:
+    """Two cells; the first done by another runner, the second held by this test process."""
+    sweep = load_sweep(write_sweep(tmp_path, {"model.depth": {"values": [1, 2]}}))
+    runner = OfflineRunner(sweep, tmp_path / "out", workers=1, takeover_s=takeover_s)
+    done = runner.cells[0]
+    done.folder.mkdir(parents=True)
+    write_cell_done(done.folder, done.params, 1.0, runner.command(done), [])
+    runner.checked = True  # nothing is started here: no need to parse the cells as `fit` would
+    return runner
+
+
+def test_a_runner_out_of_cells_leaves_them_to_a_live_watcher_and_says_how_many(tmp_path, capsys):
+    runner = _tiny_runner(tmp_path)
+    held = FolderLock(runner.cells[1].folder)
+    watcher = FolderLock(runner.root, WATCH_FILE)
+    assert held.acquire() and watcher.acquire()
+    counts = runner.run(poll_s=0.01)
+    output = capsys.readouterr().out
+    assert counts["left"] == 1 and counts["undone"] == 0 and counts["others"] == 1, output
+    assert f"leaving: 1 cell(s) still held by other runners; runner pid {os.getpid()}" in output
+    assert held.owns() and watcher.owns()
+
+
+@pytest.mark.parametrize("ends", ["done", "failed"])
+def test_the_last_runner_waits_for_held_cells_and_names_those_not_done(tmp_path, capsys, ends):
+    runner = _tiny_runner(tmp_path, takeover_s=2.0)
+    cell = runner.cells[1]
+    held = FolderLock(cell.folder, stale_s=2.0)
+    assert held.acquire()
+    result = {}
+    thread = threading.Thread(target=lambda: result.update(runner.run(poll_s=0.01)), daemon=True)
+    thread.start()
+    deadline = time.time() + 30
+    while not (runner.root / WATCH_FILE).exists() and time.time() < deadline:
+        held.heartbeat()
+        time.sleep(0.05)
+    # The runner watches; the held cell is left alone for as long as its owner beats.
+    for _ in range(60):  # 3 s, past the takeover time
+        assert held.heartbeat() and thread.is_alive()
+        time.sleep(0.05)
+    if ends == "done":
+        write_cell_done(cell.folder, cell.params, 1.0, runner.command(cell), [])
+    else:
+        write_cell_failed(cell.folder, cell.params, 1, "exit code 1, run status failed")
+    held.release()
+    thread.join(timeout=30)
+    output = capsys.readouterr().out
+    assert not thread.is_alive() and "waiting for 1 cell(s) held by other runners" in output
+    assert result["undone"] == (ends == "failed") and result["left"] == 0, output
+    if ends == "failed":
+        assert f"1 of 2 cells not done: [2/2] {cell.folder.name}" in output
+    assert not (runner.root / WATCH_FILE).exists()

@@ -12,9 +12,15 @@ configurations (runs that share every config value but the seed), and writes int
 
 - `prediction_grid.png`: paper figures 2/3, one row per configuration, for one seed;
 - `hidden_<label>.png`: paper figure 4, the hidden maps at initialization beside the trained ones;
-- `curves_<key>`, `verdicts_<key>`, `curves_params` (.png and .svg) and, with two swept keys,
-  `heatmap_<key1>_<key2>_<score>`: the scores against the swept key(s) and the parameter count;
-- `summary.md`: one table row per configuration, then every problem (failed, crashed, unfitted
+- `curves_<key>`, `verdicts_<key>`, `curves_params` (.png and .svg): the scores against the
+  swept key(s) and the parameter count;
+- `constant_share_<key>`: the share of fitted seeds whose net is the constant against the first
+  numeric swept key, one line per recipe, with 95% Wilson intervals, k/n and the logistic fit
+  (shares.py, stats.py); with two swept keys, `heatmap_<key1>_<key2>_constant` and `_identity`:
+  that share with k/n in each cell;
+- `summary.md`: one table row per configuration, the shares of constant and identity nets (k of
+  n fitted seeds, Wilson interval, unfitted runs counted) and where P(constant) crosses 50% per
+  recipe, then every problem (failed, crashed, unfitted
   runs, broken sweep cells, missing seeds), which are NAMED there and left out of the means;
   a run folder with a file that cannot be read or used (say a metrics.json that is not a JSON
   object, or a truncated probe_predictions.npz) is a broken run, named with the file and what is
@@ -72,6 +78,7 @@ from identity_crisis.report.panels import (
     prediction_grid,
 )
 from identity_crisis.report.plots import plot_figures
+from identity_crisis.report.shares import share_numbers, transition_line, transitions
 from identity_crisis.report.summary import summary_markdown, table_rows
 from identity_crisis.tracking import load_env_file, resolve_wandb_mode
 
@@ -119,6 +126,8 @@ def build_report(
         )
     configs = group_configurations(records, keys)
     numbers = [configuration_numbers(c, keys, include_unfitted) for c in configs]
+    shares = [share_numbers(c, keys) for c in configs]
+    fits = transitions(shares, keys, configs, follow)
     # Checked before anything is written, so a bad --hidden leaves no half report.
     chosen = hidden_choice(configs, hidden)
     out.mkdir(parents=True, exist_ok=True)
@@ -133,7 +142,7 @@ def build_report(
         )
     notes += grid_notes + hidden_notes
     notes += [note for n in numbers if (note := mechanism_note(n))]
-    files = ([grid] if grid else []) + hidden_files + plot_figures(numbers, keys, out)
+    files = ([grid] if grid else []) + hidden_files + plot_figures(numbers, keys, out, shares, fits)
     report = {
         "sources": sources,
         "keys": keys,
@@ -141,6 +150,8 @@ def build_report(
         "seeds": seeds,
         "include_unfitted": include_unfitted,
         "configurations": numbers,
+        "shares": shares,
+        "transitions": fits,
         "unplaced": len(everything) - len(records),
         "nothing_fitted": nothing_fitted(everything),
         "problems": find_problems(configs, include_unfitted) + unplaced_problems(everything),
@@ -199,6 +210,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="read a W&B sweep's runs and log the figures to a new W&B run",
     )
     parser.add_argument(
+        "--include-debug",
+        action="store_true",
+        help="count debugging runs (fast_dev_run, capped batches; metrics.json status debug) as "
+        "results; left out by default",
+    )
+    parser.add_argument(
         "--include-unfitted",
         action="store_true",
         help="count runs that did not fit in the means (still listed as problems)",
@@ -222,6 +239,13 @@ def main(argv: list[str] | None = None, api=None) -> None:
             load_env_file()
             records += load_wandb_sweep(args.wandb_sweep, api or wandb_api(), out / "wandb-files")
             sources.append(f"wandb:{args.wandb_sweep}")
+        debug = [record for record in records if record.status == run_folder.DEBUG]
+        if args.include_debug:
+            for record in debug:
+                record.status = run_folder.OK
+        elif debug:
+            records = [record for record in records if record.status != run_folder.DEBUG]
+            print(f"left out {len(debug)} debugging run(s) (--include-debug counts them)")
         if not records:
             raise ConfigError(
                 f"no runs found under {', '.join(sources)}: no {run_folder.METRICS} and no sweep "
@@ -245,6 +269,9 @@ def main(argv: list[str] | None = None, api=None) -> None:
         print(report["nothing_fitted"])
     for note in report["notes"]:
         print(f"note: {note}")
+    if report["transitions"]:
+        for fit in report["transitions"]["recipes"]:
+            print(transition_line(fit, report["transitions"]["key"]))
     print(f"problems ({len(report['problems'])}):" if report["problems"] else "problems: none")
     for problem in report["problems"]:
         print(f"  {problem_line(problem)}")

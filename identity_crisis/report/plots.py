@@ -1,7 +1,9 @@
 """The matplotlib figures, from the configurations' numbers: the scores against the first swept key
 (`curves_<key>`: the key test sets, readable at a glance; `curves_<key>_by_set`: every test set),
 the verdict fractions (`verdicts_<key>`), the scores against the parameter count (`curves_params`,
-`curves_params_by_set`) and, with two swept keys, heatmaps; each as .png and .svg
+`curves_params_by_set`), the share of fitted seeds whose net is the constant against the
+transition key with its logistic fits (`constant_share_<key>`) and, with two swept keys, heatmaps
+of the share of constants and of identities with k/n in each cell; each as .png and .svg
 (`plot_figures`)."""
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from identity_crisis.report.grouping import (
     value_text,
 )
 from identity_crisis.report.loading import ALL_SETS, CORRS, VERDICT_FRACS
+from identity_crisis.report.shares import recipes
+from identity_crisis.report.stats import logistic_curve
 
 # Test sets in the order the data module declares them (MNIST first), so that every figure
 # draws them in one order; a set it does not know comes last, by name.
@@ -57,6 +61,8 @@ VERDICT_COLOURS = {
     "frac_constant": "tab:red",
     "frac_neither": "tab:gray",
 }
+# The share heatmaps, one per net verdict, in the verdict's colour.
+SHARE_CMAPS = {"constant": "Reds", "identity": "Greens"}
 
 
 def new_figure(**kwargs) -> Figure:
@@ -356,45 +362,184 @@ def category_index(categories: list, value) -> int | None:
     return [canonical_text(v) for v in categories].index(canonical_text(value))
 
 
-def heatmap_figure(numbers: list[dict], keys: list[str], score: str) -> Figure:
-    """Mean MNIST score over the first two keys, one panel per value of any further keys."""
+def share_heatmap_figure(shares: list[dict], keys: list[str], verdict: str) -> Figure:
+    """The share of fitted seeds whose net is `verdict` over the first two keys, "k/n" in each
+    cell (and the runs that did not fit), one panel per value of any further keys. A share, not
+    a mean score: a mean over a constant net and a non-constant one is a value no net had."""
     k1, k2, rest = keys[0], keys[1], keys[2:]
-    xs = XAxis([n["values"][k1] for n in numbers], k1).categories
-    ys = XAxis([n["values"][k2] for n in numbers], k2).categories
-    groups = line_groups(numbers, rest)
+    xs = XAxis([s["values"][k1] for s in shares], k1).categories
+    ys = XAxis([s["values"][k2] for s in shares], k2).categories
+    groups = line_groups(shares, rest)
     fig = new_figure(
-        figsize=(max(4.0, 0.7 * len(xs) + 2) * len(groups), max(3.0, 0.45 * len(ys) + 1.5))
+        figsize=(max(5.0, 0.9 * len(xs) + 3.0) * len(groups) + 1.0, max(3.4, 0.6 * len(ys) + 2.0))
     )
     axes = np.atleast_1d(fig.subplots(1, len(groups), squeeze=False)[0])
-    metric = f"test/mnist/{score}"
+    cmap = matplotlib.colormaps[SHARE_CMAPS[verdict]].with_extremes(bad="lightgrey")
     for ax, (label, members) in zip(axes, groups.items(), strict=True):
         grid = np.full((len(ys), len(xs)), np.nan)
-        for n in members:
-            x = category_index(xs, n["values"][k1])
-            y = category_index(ys, n["values"][k2])
-            if x is not None and y is not None and metric in n["mean"]:
-                grid[y, x] = n["mean"][metric]
-        finite = grid[np.isfinite(grid)]
-        low = min(0.0, float(finite.min())) if finite.size else 0.0
-        image = ax.imshow(grid, origin="lower", cmap="viridis", vmin=low, vmax=1.0, aspect="auto")
+        texts = {}
+        for s in members:
+            x = category_index(xs, s["values"][k1])
+            y = category_index(ys, s["values"][k2])
+            if x is None or y is None:
+                continue
+            counted = s[verdict]
+            if counted["n"]:
+                grid[y, x] = counted["share"]
+            unfitted = f"\n+{s['not_fitted']} unfitted" if s["not_fitted"] else ""
+            texts[y, x] = f"{counted['k']}/{counted['n']}{unfitted}"
+        image = ax.imshow(grid, origin="lower", cmap=cmap, vmin=0.0, vmax=1.0, aspect="auto")
         for (y, x), value in np.ndenumerate(grid):
-            text = "-" if np.isnan(value) else f"{value:.2f}"
             ax.text(
                 x,
                 y,
-                text,
+                texts.get((y, x), "no run"),
                 ha="center",
                 va="center",
-                fontsize=8,
-                color="white" if not value > 0.6 else "black",
+                fontsize=9,
+                color="white" if value > 0.6 else "black",
             )
         ax.set_xticks(range(len(xs)), [value_text(k1, v) for v in xs])
         ax.set_yticks(range(len(ys)), [value_text(k2, v) for v in ys])
         ax.set_xlabel(k1)
         ax.set_ylabel(k2)
-        ax.set_title(f"mnist {score}" + (f" ({label})" if rest else ""), fontsize=9)
-    fig.colorbar(image, ax=list(axes), shrink=0.9)
+        ax.set_title(
+            f"the {verdict}: k of n fitted seeds" + (f" ({label})" if rest else ""), fontsize=10
+        )
+    colorbar = fig.colorbar(image, ax=list(axes), shrink=0.9)
+    colorbar.set_label("share of fitted seeds")
+    fig.suptitle(f"Nets that are the {verdict} (grey: no fitted seed)", fontsize=11)
     return fig
+
+
+def share_figure(shares: list[dict], keys: list[str], key: str, fits: dict | None) -> Figure:
+    """P(constant) against `key`, one line per recipe: the share of fitted seeds at each value
+    with its 95% Wilson interval and "k/n" beside it, and the logistic fit with its 50% point
+    and that point's interval (a bar at P = 0.5) where `fits` has one."""
+    groups = recipes(shares, keys, key)
+    axis = XAxis([s["values"][key] for s in shares], key)
+    fit_of = {f["recipe"]: f for f in fits["recipes"]} if fits else {}
+    fig = new_figure(figsize=(9.0, 5.6))
+    ax = fig.subplots()
+    colours = line_colours(len(groups))
+    positions = sorted({axis.x(s["values"][key]) for s in shares if s["values"][key] is not None})
+    spacing = min(np.diff(positions), default=1.0) if len(positions) > 1 else 1.0
+    span = (positions[0], positions[-1]) if positions else (0, 1)
+    for i, ((label, members), colour) in enumerate(zip(groups.items(), colours, strict=True)):
+        # Recipes side by side at one x, so their bars do not hide each other.
+        shift = 0.0 if axis.log else (i - (len(groups) - 1) / 2) * 0.08 * spacing
+        points = sorted(
+            (s for s in members if s["values"][key] is not None and s["n"]),
+            key=lambda s: axis.x(s["values"][key]),
+        )
+        for s in members:
+            if s["n"] == 0 and s["values"][key] is not None:
+                # No fitted seed: no share to draw, but the runs are there and are shown.
+                x = axis.x(s["values"][key]) + shift
+                ax.plot([x], [0.5], marker="x", ms=8, color=colour, ls="none")
+                text = ax.annotate(
+                    f"no fitted seed\n({s['not_fitted']} unfitted, {s['no_result']} no result)",
+                    (x, 0.5),
+                    xytext=(0, 8),
+                    textcoords="offset points",
+                    ha="center",
+                    fontsize=9,
+                    color=colour,
+                )
+                # A label must not shrink the axes to make room for itself.
+                text.set_in_layout(False)
+        if not points:
+            continue
+        fit = fit_of.get(label)
+        legend = label if len(groups) > 1 else "share of fitted seeds"
+        if fit:
+            legend += f": {fit_legend(fit)}"
+        xs = np.array([axis.x(s["values"][key]) + shift for s in points], dtype=float)
+        ys = np.array([s["constant"]["share"] for s in points], dtype=float)
+        low = np.array([s["constant"]["low"] for s in points], dtype=float)
+        high = np.array([s["constant"]["high"] for s in points], dtype=float)
+        ax.errorbar(
+            xs,
+            ys,
+            yerr=[ys - low, high - ys],
+            fmt="o",
+            color=colour,
+            capsize=4,
+            ms=6,
+            label=legend,
+        )
+        for s, x, y in zip(points, xs, ys, strict=True):
+            unfitted = f" +{s['not_fitted']} unfitted" if s["not_fitted"] else ""
+            text = ax.annotate(
+                f"{s['constant']['k']}/{s['n']}{unfitted}",
+                (x, y),
+                xytext=(6, -12 if y > 0.9 else 6),
+                textcoords="offset points",
+                fontsize=9,
+                color=colour,
+            )
+            text.set_in_layout(False)
+        if fit:
+            # The 50% bars of several recipes apart by a hair, so that each stays visible.
+            draw_fit(ax, fit, colour, span, 0.5 + (i - (len(groups) - 1) / 2) * 0.018)
+    ax.axhline(0.5, color="grey", lw=0.8, ls=":")
+    ax.set_ylim(-0.06, 1.12)
+    ax.set_ylabel("P(constant): share of fitted seeds", fontsize=11)
+    ax.grid(alpha=0.3)
+    axis.style(ax)
+    ax.xaxis.label.set_size(11)
+    method = fits["recipes"][0]["method"] if fits and fits["recipes"] else None
+    lines = (
+        f"\nlines: logistic fits; bar at P = 0.5: the {method} of the 50% point" if method else ""
+    )
+    fig.suptitle(
+        f"Share of fitted seeds whose net is the constant, against {key.rsplit('.', 1)[-1]}\n"
+        f"k/n: constants of n fitted seeds; error bars: 95% Wilson intervals{lines}",
+        fontsize=12,
+    )
+    handles, _ = ax.get_legend_handles_labels()
+    if handles:
+        fig.legend(handles=handles, loc="outside lower center", ncols=1, fontsize=9)
+    return fig
+
+
+def fit_legend(fit: dict) -> str:
+    """'50% at 17.9 (14.5-19.3)', 'jumps between 16 and 18', or why there is no estimate."""
+
+    if fit["low"] is None and fit["high"] is None:
+        interval = " (95% interval unbounded)"
+    else:
+        low = "-inf" if fit["low"] is None else f"{fit['low']:.3g}"
+        high = "inf" if fit["high"] is None else f"{fit['high']:.3g}"
+        interval = f" (95%: {low} to {high})"
+    if fit["status"] == "fitted":
+        return f"50% at {fit['x50']:.3g}{interval}"
+    if fit["status"] == "separated":
+        low, high = fit["between"]
+        where = f"at {low:g}" if low == high else f"between {low:g} and {high:g}"
+        return f"separated, jumps {where}{interval}"
+    return "no 50% point (" + fit["note"].removeprefix("not estimable: ").split(",")[0] + ")"
+
+
+def draw_fit(ax, fit: dict, colour, span: tuple, level: float = 0.5) -> None:
+    """The fitted curve over the values run, and the 50% point's interval as a bar at P = 0.5
+    (to the plot's edge where it is unbounded); a shaded band where the data separate."""
+    if fit["status"] == "not estimable":
+        return
+    margin = 0.05 * (span[1] - span[0] or 1)
+    left, right = span[0] - margin, span[1] + margin
+    grid = np.linspace(span[0], span[1], 200)
+    curve = logistic_curve(fit, grid)
+    if curve is not None:
+        ax.plot(grid, curve, color=colour, lw=1.5)
+    if fit["status"] == "separated":
+        low, high = fit["between"]
+        ax.axvspan(low, high, color=colour, alpha=0.12, lw=0)
+    low = left if fit["low"] is None else max(left, fit["low"])
+    high = right if fit["high"] is None else min(right, fit["high"])
+    ax.plot([low, high], [level, level], color=colour, lw=4, alpha=0.45, solid_capstyle="butt")
+    if fit["x50"] is not None and left <= fit["x50"] <= right:
+        ax.plot([fit["x50"]], [0.5], marker="D", color=colour, ms=6)
 
 
 def curves_files(
@@ -409,8 +554,16 @@ def curves_files(
     return files
 
 
-def plot_figures(numbers: list[dict], keys: list[str], out: Path) -> list[Path]:
-    """Every matplotlib figure these configurations allow; the files written, in order."""
+def plot_figures(
+    numbers: list[dict],
+    keys: list[str],
+    out: Path,
+    shares: list[dict] | None = None,
+    fits: dict | None = None,
+) -> list[Path]:
+    """Every matplotlib figure these configurations allow; the files written, in order. With
+    `shares` (shares.share_numbers) and `fits` (shares.transitions), also the share of
+    constants against the transition key and, with two swept keys, the share heatmaps."""
     files = []
     if keys:
         name = short_key_name(keys[0], keys)
@@ -430,9 +583,14 @@ def plot_figures(numbers: list[dict], keys: list[str], out: Path) -> list[Path]:
         files += curves_files(
             with_params, axis, lambda n: n["params"], keys[1:], title, out, "params"
         )
-    if len(keys) >= 2:
+    if shares:
+        key = fits["key"] if fits else keys[0] if keys else None
+        if key is not None:
+            fig = share_figure(shares, keys, key, fits)
+            files += save_figure(fig, out, f"constant_share_{short_key_name(key, keys)}")
+    if shares and len(keys) >= 2:
         short = [short_key_name(k, keys) for k in keys[:2]]
-        for score in CORRS:
-            fig = heatmap_figure(numbers, keys, score)
-            files += save_figure(fig, out, f"heatmap_{short[0]}_{short[1]}_{score}")
+        for verdict in SHARE_CMAPS:
+            fig = share_heatmap_figure(shares, keys, verdict)
+            files += save_figure(fig, out, f"heatmap_{short[0]}_{short[1]}_{verdict}")
     return files

@@ -1,5 +1,6 @@
 """The summary table (one row per configuration) and `summary.md`: sources, swept keys, the
-table, the figures, the notes and every problem."""
+table, the shares of constant and identity nets with the 50% point (shares.shares_markdown), the
+figures, the notes and every problem."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import math
 
 from identity_crisis.report.grouping import short_key_name, value_text
 from identity_crisis.report.loading import CORRS, VERDICT_FRACS
+from identity_crisis.report.shares import shares_markdown
 
 # The table's score columns, (test set, column title): one set per kind of input (digits like
 # the training image, other natural images, synthetic patterns, noise), so the table stays narrow
@@ -79,6 +81,7 @@ def summary_markdown(report: dict, columns: list[str], rows: list[list[str]]) ->
         "|" + "---|" * len(columns),
         *("| " + " | ".join(row) + " |" for row in rows),
         "",
+        *shares_markdown(report["shares"], report["keys"], report["transitions"]),
         "## Figures",
         "",
     ]

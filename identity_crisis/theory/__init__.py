@@ -41,6 +41,7 @@ import time
 from pathlib import Path
 
 from datamodules import SingleExampleDataModule
+from datamodules.errors import DataConfigError
 from identity_crisis import preflight
 from identity_crisis.errors import ConfigError, check_positive, list_items
 from identity_crisis.theory.checks import (
@@ -259,7 +260,8 @@ def main(argv: list[str] | None = None) -> None:
     except TrainingFailed as error:
         print(f"identity-crisis theory: run failed: {error}", file=sys.stderr)
         sys.exit(1)
-    except ConfigError as error:
+    except (ConfigError, DataConfigError) as error:
+        # A data root without the files is a bad value like any other: one line, exit 2.
         print(f"identity-crisis theory: error: {error}", file=sys.stderr)
         sys.exit(2)
     print(f"1-layer linear FCN (lr {report['fcn']['lr']:.4g}, {report['fcn']['steps']} steps)")
