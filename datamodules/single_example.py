@@ -204,8 +204,8 @@ class SingleExampleDataModule(LightningDataModule):
                 check(name, self.root, train, self.hparams.download)
             except DataNotFoundError as error:
                 missing.append(str(error))
-        if missing:
-            raise DataNotFoundError("\n".join(missing))
+        if missing:  # a data set's train and test splits fail with the same line
+            raise DataNotFoundError("\n".join(dict.fromkeys(missing)))
 
     def prepare_data(self) -> None:
         """Download (when allowed) and md5-check what is missing, once per machine."""

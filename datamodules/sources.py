@@ -8,6 +8,7 @@ out as torchvision lays it out (`MNIST/raw/*.gz`, `FashionMNIST/raw/*.gz`,
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -69,6 +70,9 @@ class IdxDataset:
             f"run once with internet access and --data.download=true"
         )
 
+    def folders(self, root: Path) -> list[Path]:
+        return [root / self.folder / "raw"]
+
     def download(self, root: Path, train: bool) -> None:
         self.torchvision_class(root, train=train, download=True)
 
@@ -127,7 +131,15 @@ class IdxDataset:
         stats = [p.stat() for p in self._raw_files(readable, False)]
         key = (str(readable.resolve()), train, *((s.st_mtime_ns, s.st_size) for s in stats))
         if key not in _DECODED:
-            dataset = self.torchvision_class(readable, train=train)
+            try:
+                dataset = self.torchvision_class(readable, train=train)
+            except (RuntimeError, ValueError, OSError) as error:
+                # torchvision reshapes a cut-short IDX file and says only "shape is invalid".
+                raise DataNotFoundError(
+                    f"{readable / self.folder / 'raw'} holds a corrupt or truncated "
+                    f"{self.name} IDX file ({_first_line(error)}); replace the files with the "
+                    f"original {', '.join(self.gz_files)} or their extracted IDX files"
+                ) from None
             _DECODED[key] = (dataset.data.unsqueeze(1).float() / 255.0, dataset.targets.clone())
         images, labels = _DECODED[key]
         return images.clone(), labels.clone()
@@ -170,6 +182,9 @@ class CIFAR10Source:
     def download(self, root: Path, train: bool) -> None:
         datasets.CIFAR10(root, train=train, download=True)
 
+    def folders(self, root: Path) -> list[Path]:
+        return [root / self.folder]
+
     def load(self, root: Path, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
         if not self.available(root, train):
             raise DataNotFoundError(self.missing_message(root, train))
@@ -204,12 +219,19 @@ def ensure_available(name: str, root: Path, train: bool, download: bool) -> None
         return
     if not download:
         raise DataNotFoundError(source.missing_message(root, train))
+    # torchvision makes the folders before it downloads; a failed download must not leave
+    # empty ones in the user's data root.
+    made = [p for folder in source.folders(root) for p in (folder, *folder.parents) if p != root]
+    made = [p for p in made if root in p.parents and not p.exists()]
     try:
         source.download(root, train)
     except Exception as error:  # offline, proxy, disk full: all say the same to the user
-        raise DataNotFoundError(
-            f"{source.missing_message(root, train)} (download failed: {_first_line(error)})"
-        ) from error
+        for folder in made:  # deepest first
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        # --data.download=true was given (it is the default): saying to pass it would mislead.
+        message = source.missing_message(root, train).removesuffix(" and --data.download=true")
+        raise DataNotFoundError(f"{message} (download failed: {_first_line(error)})") from error
 
 
 def load_split(name: str, root: Path, train: bool) -> tuple[torch.Tensor, torch.Tensor]:

@@ -8,6 +8,7 @@ W&B as well when a WandbLogger is attached.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from pathlib import Path
@@ -21,6 +22,7 @@ from pytorch_lightning.utilities import rank_zero_only
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from identity_crisis import run_folder
+from identity_crisis.errors import disk_error, name_disk_path
 from identity_crisis.images import (
     figure_rgb,
     fit_status,
@@ -28,6 +30,7 @@ from identity_crisis.images import (
     probe_panel_figure,
     save_png,
 )
+from identity_crisis.jsonio import atomic_path
 from identity_crisis.tracking import finish_wandb
 from lightning_modules.errors import TrainingFailed
 from lightning_modules.metrics import VERDICTS, per_image_scores
@@ -221,19 +224,23 @@ class FailureRecord(Callback):
 
     @rank_zero_only
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, error: BaseException):
-        if isinstance(error, TrainingFailed):
+        name_disk_path(error, trainer.default_root_dir)
+        disk = disk_error(error)
+        if isinstance(error, TrainingFailed) or disk:
             status = run_folder.FAILED
         elif isinstance(error, KeyboardInterrupt | SystemExit):
             status = run_folder.INTERRUPTED
         else:
             status = run_folder.CRASHED
-        reason = f"{type(error).__name__}: {error}".rstrip(": ")
+        reason = disk or f"{type(error).__name__}: {error}".rstrip(": ")
         if isinstance(error, SIGTERMException):
             reason = "interrupted by SIGTERM"
         record = {"status": status, "error": reason, "train/steps": trainer.global_step}
         if pl_module.last_loss is not None:
             record["train/last_loss"] = pl_module.last_loss
-        run_folder.write_metrics(trainer.default_root_dir, record)
+        # The disk that stopped the run may refuse this too; the lock must still go.
+        with contextlib.suppress(OSError):
+            run_folder.write_metrics(trainer.default_root_dir, record)
         for logger in wandb_loggers(trainer):
             logger.experiment.summary.update({"status": status, "error": reason})
             finish_wandb(logger, exit_code=1)
@@ -252,7 +259,11 @@ class KeepWeights(Callback):
     def _save(self, trainer: Trainer) -> None:
         if self.enabled:
             path = Path(trainer.default_root_dir) / run_folder.WEIGHTS
-            trainer.save_checkpoint(path, weights_only=True)
+            if not trainer.is_global_zero:  # a collective call; only rank 0 writes
+                trainer.save_checkpoint(path, weights_only=True)
+                return
+            with atomic_path(path) as tmp:  # no half-written weights on a full disk or a kill
+                trainer.save_checkpoint(tmp, weights_only=True)
 
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         # After the module's on_train_end, which measures the final loss the weights carry.

@@ -48,7 +48,8 @@ from identity_crisis.callbacks import (
 )
 from identity_crisis.commands import COMMANDS, LIGHTNING_COMMANDS
 from identity_crisis.commands import main as commands_main
-from identity_crisis.errors import ConfigError
+from identity_crisis.errors import ConfigError, disk_error
+from identity_crisis.jsonio import atomic_path
 from identity_crisis.progress import ProgressLines, use_step_bar
 from identity_crisis.quiet import QuietProcesses, QuietWandbLogger, silence_third_party
 from identity_crisis.tracking import (
@@ -107,6 +108,30 @@ class IdentityCrisisCLI(LightningCLI):
             run=run,
         )
 
+    def _parse_ckpt_path(self) -> None:
+        # Lightning would quietly put the checkpoint's hyperparameters in place of --config's
+        # model, and a file that is no checkpoint would end in torch's traceback: a checkpoint
+        # is read here, and one that disagrees with the config is refused.
+        subcommand = self.config.get("subcommand")
+        config = self.config.get(subcommand) if subcommand else None
+        if not config or not config.get("ckpt_path") or not Path(config.ckpt_path).is_file():
+            return
+        model = config.get("model")
+        if not model or not model.get("class_path"):  # no --config: the checkpoint's model
+            preflight.check_checkpoint(config.ckpt_path, "", {})
+            super()._parse_ckpt_path()
+            return
+        init_args = model.get("init_args")
+        preflight.check_checkpoint(
+            config.ckpt_path, model.class_path, init_args.as_dict() if init_args else {}
+        )
+
+    def _set_seed(self) -> None:
+        # Lightning seeds right after parsing and refuses a seed numpy cannot take with a
+        # traceback.
+        preflight.check_seed(self._get(self.config, "seed_everything"))
+        super()._set_seed()
+
     def before_instantiate_classes(self) -> None:
         config = self._config()
         if self.subcommand == "test" and "--verbose" not in " ".join(self.given_args):
@@ -118,11 +143,13 @@ class IdentityCrisisCLI(LightningCLI):
                 "run writes into its own run folder; use --run.root (the folder of run folders) "
                 "or --run.dir (this run's folder)"
             )
+        preflight.check_run_config(config)
         if self.parse_only:
             raise _Parsed
         # Checked before anything is built: a net too big for the machine would fail in its
         # own constructor with an allocation error.
         preflight.check_steps(config.trainer.max_steps, config.trainer.min_steps)
+        preflight.check_data_memory(config.data)
         model = config.model
         preflight.check_memory(
             model.class_path, model.init_args.as_dict(), str(config.trainer.accelerator)
@@ -306,6 +333,7 @@ class IdentityCrisisCLI(LightningCLI):
     def _start_run(self) -> None:
         """Claim the run folder (refusing one with a finished result or a live trainer), lock
         it, and start the W&B run with the whole config under the command line's names."""
+        made = run_folder.missing_folders(self.run_dir)
         try:
             before = run_folder.claim(self.run_dir, replace=self._config().run.replace)
             run_folder.write_lock(self.run_dir)
@@ -313,14 +341,24 @@ class IdentityCrisisCLI(LightningCLI):
             raise ConfigError(f"{self.run_dir} was just taken by another process") from None
         except run_folder.RunFolderTaken as taken:
             raise ConfigError(str(taken)) from None
+        except OSError as error:  # a full or read-only disk, before any work: exit 2
+            run_folder.remove_if_empty(made)
+            if (message := disk_error(error)) is None:
+                raise
+            raise ConfigError(message) from None
         if before is not None:
             print(f"{self.run_dir} held an earlier {before} run: trained again", flush=True)
         print(f"run {self.run_name} (group {self.run_group})", flush=True)
-        if self.wandb_logger is not None:
-            run = self.wandb_logger.experiment
-            run.config.update(self.resolved_config(), allow_val_change=True)
-            if not (run.offline or run.disabled):
-                print(f"W&B run: {run.url}", flush=True)
+        try:
+            if self.wandb_logger is not None:
+                run = self.wandb_logger.experiment
+                run.config.update(self.resolved_config(), allow_val_change=True)
+                if not (run.offline or run.disabled):
+                    print(f"W&B run: {run.url}", flush=True)
+        except BaseException:
+            # Training never started: the lock would only make the folder look taken.
+            run_folder.release_lock(self.run_dir)
+            raise
 
     def after_fit(self) -> None:
         self.trainer.test(self.model, datamodule=self.datamodule, verbose=False)
@@ -334,6 +372,7 @@ class IdentityCrisisCLI(LightningCLI):
         print(self.results_table(), flush=True)
         if self.wandb_logger is not None:
             finish_wandb(self.wandb_logger, exit_code=0)
+        run_folder.drop_previous(self.run_dir)
         run_folder.release_lock(self.run_dir)
         print(f"run folder: {self.run_dir}", flush=True)
 
@@ -382,9 +421,10 @@ class RunFolderConfig(SaveConfigCallback):
 
     def save_config(self, trainer: Trainer, pl_module, stage: str) -> None:
         path = Path(trainer.default_root_dir) / self.config_filename
-        self.parser.save(
-            self.config, path, skip_unset=False, overwrite=self.overwrite, multifile=self.multifile
-        )
+        with atomic_path(path) as tmp:  # the temporary exists already: overwrite it
+            self.parser.save(
+                self.config, tmp, skip_unset=False, overwrite=True, multifile=self.multifile
+            )
 
 
 class _Parsed(Exception):
@@ -429,6 +469,13 @@ def user_error(error: BaseException, argv: list[str] = ()) -> str | None:
 
 def _unknown_model_option(class_path: str, option: str) -> str:
     module, name = class_path.rsplit(".", 1)
+    if name == IdentityTaskModule.__name__:
+        # The base class stands in when no family was chosen: the option is fine, the model
+        # is what is missing.
+        return (
+            f"--model.{option} needs a model family, and none was chosen; give --config "
+            "configs/cnn.yaml (or fcn.yaml, resnet.yaml) or --model=CNN (FCN, ResidualCNN) first"
+        )
     valid = inspect.signature(getattr(importlib.import_module(module), name)).parameters
     base = inspect.signature(IdentityTaskModule).parameters
     linked = ("self", "kwargs", "image_shape", "test_set_names")
@@ -455,7 +502,7 @@ def _type_error(text: str, argv: list[str] = ()) -> str | None:
     given = GIVEN.search(text)
     given = given.group(1).strip() if given else ""
     if not given:  # some messages leave the value out; the command line has it
-        given = next((a.split("=", 1)[1] for a in argv if a.startswith(f"--{option}=")), "")
+        given = _last_given(argv, option)
     if restriction := RESTRICTION.search(text):
         value, rule = restriction.groups()
         value = value or given
@@ -468,11 +515,26 @@ def _type_error(text: str, argv: list[str] = ()) -> str | None:
     if not_of_type := NOT_OF_TYPE.search(text):
         kind, why = not_of_type.groups()
         shown = f"--{option}={given}" if given else f"--{option}"
-        return f"{shown} is not valid; expected a {kind} ({why.strip()})"
+        # jsonargparse stops at the first bad copy of a repeated key; its reason would name
+        # a value other than the one shown.
+        why = f" ({why.strip()})" if not given or given in why else ""
+        return f"{shown} is not valid; expected a {kind}{why}"
     expected = [t for t in EXPECTED.findall(text) if t != "NoneType"]
     if expected:
         return f"--{option}={given} is not valid; expected {' or '.join(expected)}"
     return None
+
+
+def _last_given(argv: list[str], option: str) -> str:
+    """The value of `--option` on the command line, the last one when it is given more than once
+    (the one that wins, and in a sweep cell the override after the file's value)."""
+    positions = [
+        i for i, a in enumerate(argv) if a == f"--{option}" or a.startswith(f"--{option}=")
+    ]
+    if not positions:
+        return ""
+    last = argv[positions[-1]]
+    return last.split("=", 1)[1] if "=" in last else (argv[positions[-1] + 1 :] or [""])[0]
 
 
 def wandb_args(argv: list[str]) -> list[str]:
@@ -487,8 +549,8 @@ def main(argv: list[str] | None = None) -> None:
         return commands_main(argv)  # `python identity_crisis/cli.py sweep ...` still works
     warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter is intended")
     silence_third_party()
-    load_env_file()
     try:
+        load_env_file()
         resolve_wandb_mode()
     except WandbCredentialsMissing as error:
         print(f"identity-crisis: error: {error}", file=sys.stderr)
@@ -526,6 +588,11 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     except TrainingFailed as error:
         print(f"identity-crisis: run failed: {error}", file=sys.stderr)
+        sys.exit(1)
+    except OSError as error:
+        if (message := disk_error(error)) is None:
+            raise
+        print(f"identity-crisis: run failed: {message}", file=sys.stderr)
         sys.exit(1)
     except SIGTERMException:
         # Lightning stops on SIGTERM (SLURM's time limit, `timeout`, the sweep runner) by raising

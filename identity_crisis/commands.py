@@ -10,7 +10,8 @@ from __future__ import annotations
 import importlib
 import sys
 
-from identity_crisis.tracking import load_env_file
+from identity_crisis.errors import disk_error
+from identity_crisis.tracking import EnvFileError, load_env_file
 
 # name: (the module whose main(argv) runs it, one line of help). fit and test are LightningCLI
 # subcommands and take the whole command line; the others take what follows their name.
@@ -54,9 +55,21 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     # Every command reads `.env` (IDC_DATA_DIR, W&B settings) the same way, before its own
     # defaults are computed from the environment.
-    load_env_file()
+    try:
+        load_env_file()
+    except EnvFileError as error:
+        print(f"identity-crisis: error: {error}", file=sys.stderr)
+        sys.exit(2)
     module = importlib.import_module(COMMANDS[argv[0]][0])
-    module.main(argv if argv[0] in LIGHTNING_COMMANDS else argv[1:])
+    try:
+        module.main(argv if argv[0] in LIGHTNING_COMMANDS else argv[1:])
+    except OSError as error:
+        # A full or read-only disk under sweep, report or theory: what and where, in one line
+        # (every file is written through a temporary that is removed on the error).
+        if (message := disk_error(error)) is None:
+            raise
+        print(f"identity-crisis {argv[0]}: error: {message}", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

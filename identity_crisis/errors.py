@@ -3,6 +3,7 @@ turns into a one-line message instead of a traceback. The model families and the
 raise their own (`lightning_modules.errors`, `datamodules.errors`)."""
 
 import argparse
+import errno
 
 
 class ConfigError(ValueError):
@@ -38,3 +39,34 @@ def int_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not valid; give integers separated by commas, like [7,14,20] or 7,14,20"
         ) from None
+
+
+# Errors of the disk, not of the code: said in one line naming the path, never a traceback.
+DISK_ERRNOS = {
+    errno.ENOSPC: "no space left on the device",
+    errno.EDQUOT: "the disk quota is used up",
+    errno.EACCES: "permission denied",
+    errno.EROFS: "the file system is read-only",
+}
+
+
+def name_disk_path(error: BaseException, path) -> None:
+    """Give a disk error that names no file (a write or a flush fails so) the folder it
+    was writing into, so its message says where."""
+    seen = error
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in DISK_ERRNOS and seen.filename is None:
+            seen.filename = f"in {path}"
+        seen = seen.__cause__ or seen.__context__
+
+
+def disk_error(error: BaseException) -> str | None:
+    """'no space left on the device writing PATH' for a disk error (here or the cause of the
+    one given), None for any other error."""
+    seen = error
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in DISK_ERRNOS:
+            where = f" writing {seen.filename}" if seen.filename else ""
+            return f"{DISK_ERRNOS[seen.errno]}{where}; free space there or write elsewhere"
+        seen = seen.__cause__ or seen.__context__
+    return None

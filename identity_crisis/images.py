@@ -22,6 +22,8 @@ from matplotlib.figure import Figure
 from matplotlib.font_manager import FontProperties
 from PIL import Image, ImageDraw, ImageFont
 
+from identity_crisis.jsonio import atomic_path
+from identity_crisis.verdict import VERDICT_COLOURS
 from lightning_modules.metrics import DEFAULT_VERDICT_THRESHOLD, VERDICTS, is_flat
 
 WHITE = (255, 255, 255)
@@ -248,8 +250,8 @@ def save_png(image: np.ndarray, path: str | os.PathLike) -> pathlib.Path:
     if image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"image must be (H, W, 3), got shape {image.shape}")
     path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(image).save(path, format="PNG")
+    with atomic_path(path) as tmp:  # no half a panel on a full disk
+        Image.fromarray(image).save(tmp, format="PNG")
     return path
 
 
@@ -259,9 +261,6 @@ def save_png(image: np.ndarray, path: str | os.PathLike) -> pathlib.Path:
 # title, the labels, the scores and the colour scales. Sizes are in pixels at this resolution.
 FIGURE_DPI = 100
 TITLE_PT, LABEL_PT, NOTE_PT, SCORE_PT = 12, 10, 8.5, 7.5
-# Colours of a probe's scores by verdict (lightning_modules.metrics.VERDICTS): red for the
-# constant, like the divider that marks the training image it copies.
-VERDICT_COLOURS = {"identity": "#1a7f37", "constant": "#c41e3a", "neither": "#555555"}
 # An output below this everywhere shows as black cells; its label says so, or a reader takes the
 # black row for a drawing error (the untrained deep net's output is about 0).
 NEAR_BLACK = 0.1

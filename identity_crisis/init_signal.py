@@ -24,9 +24,11 @@ import torch
 
 from datamodules import SingleExampleDataModule
 from datamodules.errors import DataConfigError
+from identity_crisis import preflight
 from identity_crisis.errors import ConfigError, check_choice, check_positive, int_list, list_items
 from lightning_modules import CNN
 from lightning_modules.base import INITS
+from lightning_modules.errors import ModelConfigError
 
 
 @torch.no_grad()
@@ -89,9 +91,34 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args.inits = list_items(args.inits)
     for init in args.inits:
         check_choice("--inits entry", init, INITS)
+    for option, given in (("--inits", args.inits), ("--depths", args.depths)):
+        if not given:
+            example = "[default]" if option == "--inits" else "[5,20]"
+            raise ConfigError(
+                f"{option} is empty; give at least one entry, e.g. {option} {example}"
+            )
     for depth in args.depths:
         check_positive("--depths entry", depth)
     check_positive("--data.test_size", args.test_size)
+    check_positive("--model.channels", args.channels)
+    if args.kernel_size < 1 or args.kernel_size % 2 == 0:
+        raise ConfigError(
+            f"--model.kernel_size={args.kernel_size} is not valid; it must be odd and >= 1 "
+            "(1, 3, 5, ...): zero padding keeps the image size only with an odd kernel"
+        )
+    preflight.check_seed(args.seed)
+    preflight.check_image_memory(
+        "the MNIST test set", f"--data.test_size={args.test_size}", args.test_size, (1, 28, 28)
+    )
+    preflight.check_forward_memory(
+        "lightning_modules.cnn.CNN",
+        {"depth": max(args.depths), "channels": args.channels, "kernel_size": args.kernel_size},
+        args.test_size,
+        (1, 28, 28),
+        args.channels if max(args.depths) > 1 else 1,  # a 1-layer net has no hidden maps
+        f"a depth-{max(args.depths)} CNN of --model.channels={args.channels} "
+        f"(--model.kernel_size={args.kernel_size}) on {args.test_size} images",
+    )
     return args
 
 
@@ -105,7 +132,7 @@ def main(argv: list[str] | None = None) -> None:
         data.setup("test")
         inputs = data.test_inputs["mnist"]
         rows = measure(args.inits, args.depths, inputs, args.channels, args.kernel_size, args.seed)
-    except (ConfigError, DataConfigError) as error:
+    except (ConfigError, DataConfigError, ModelConfigError) as error:
         # A data root without the files is a bad value like any other: one line, exit 2.
         print(f"identity-crisis init-signal: error: {error}", file=sys.stderr)
         sys.exit(2)

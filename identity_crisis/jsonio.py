@@ -3,8 +3,12 @@ JSON, written atomically so a reader (the sweep runner, a report) never sees hal
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -26,10 +30,32 @@ def to_json(value):
     return str(value)
 
 
-def write_json(path: str | Path, data) -> Path:
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A temporary path beside `path` to write to; renamed onto `path` when the block ends
+    and removed when it raises (a full disk, a kill signal turned into an exception), so a
+    reader never sees half a file and no temporary file is left behind."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(to_json(data), indent=2, allow_nan=False) + "\n")
-    tmp.replace(path)
-    return path
+    # Unique per writer: two processes writing the same file must not share a temporary.
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        tmp.replace(path)
+    except BaseException as error:
+        tmp.unlink(missing_ok=True)
+        if isinstance(error, OSError) and error.filename in (None, str(tmp)):
+            error.filename = str(path)  # the file the user knows, not the temporary
+        raise
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+    return Path(path)
+
+
+def write_json(path: str | Path, data) -> Path:
+    return write_text(path, json.dumps(to_json(data), indent=2, allow_nan=False) + "\n")

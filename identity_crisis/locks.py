@@ -137,7 +137,13 @@ class FolderLock:
         """A fresh record in a file of its own, to be linked or renamed to the lock."""
         tmp = self.path.with_name(f".{self.path.name}.{self.token}.tmp")
         self.beat = time.time()
-        tmp.write_text(json.dumps(self.record()) + "\n")
+        try:
+            tmp.write_text(json.dumps(self.record()) + "\n")
+        except BaseException as error:  # a full disk leaves the file created but empty
+            tmp.unlink(missing_ok=True)
+            if isinstance(error, OSError) and error.filename is None:
+                error.filename = str(self.path)  # a write error names no file; the user's is this
+            raise
         return tmp
 
     def read(self) -> tuple[dict | None, bytes | None]:

@@ -5,6 +5,8 @@ value and what would be valid; the command line prints it and exits 2."""
 from __future__ import annotations
 
 import importlib
+import math
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -94,3 +96,175 @@ def check_output_folder(out: Path, marker: str, what: str, replace: bool) -> Non
             f"or choose another --out"
         )
     check_writable(out, "--out")
+
+
+# numpy's seed range, which Lightning's seed_everything enforces with a traceback.
+SEED_MAX = 2**32 - 1
+
+
+def check_seed(seed, option: str = "--seed_everything") -> None:
+    """A seed numpy accepts; `true` (a random seed) and `false` (none) are Lightning's too."""
+    if isinstance(seed, bool) or seed is None:
+        return
+    if not isinstance(seed, int) or not 0 <= seed <= SEED_MAX:
+        raise ConfigError(
+            f"{option}={seed} is not valid; it must be an integer from 0 to {SEED_MAX}"
+        )
+
+
+def check_folder_name(option: str, value: str | None) -> None:
+    """A name that becomes one folder under the run root: a single path component, so a run is
+    never written beside or above the root it was sent to."""
+    if value is None:
+        return
+    if not value.strip() or value in (".", "..") or "/" in value or os.sep in value:
+        raise ConfigError(
+            f"{option}={value!r} is not valid; it must be a non-empty folder name without '/' "
+            "(not '.' or '..'), so the run stays inside --run.root"
+        )
+
+
+def check_non_empty_path(option: str, value) -> None:
+    """An empty folder option would quietly mean the current folder."""
+    if value is not None and not str(value).strip():
+        raise ConfigError(f"{option}={value!r} is not valid; give a folder (e.g. runs)")
+
+
+def image_count(test_sets, test_size: int, test_sizes: dict | None) -> int:
+    """Images the test sets hold in memory; a folder set holds its own files, counted elsewhere."""
+    sizes = dict(test_sizes or {})
+    return sum(sizes.get(name, test_size) for name in dict.fromkeys(test_sets) if name != "folder")
+
+
+def check_test_sets(test_sets) -> None:
+    if not list(test_sets or []):
+        raise ConfigError(
+            "--data.test_sets=[] is not valid; name at least one test set, e.g. [mnist] "
+            "(the default is every built-in set)"
+        )
+
+
+def check_image_memory(what: str, option: str, count: int, shape, copies: int = 4) -> int:
+    """Refuse `count` images of `shape` that do not fit in this machine's memory (the data module
+    builds test sets on the CPU whatever the accelerator): a huge test size would otherwise
+    page and build patterns for hours before failing. `copies`: inputs, outputs and the working
+    copies scoring makes."""
+    pixels = math.prod(shape)
+    needed = count * pixels * BYTES * copies
+    free, where = available_memory("cpu")
+    if needed > free:
+        raise ConfigError(
+            f"{option} is too large: {what}, {count:,} images of "
+            f"{'x'.join(map(str, shape))} in all, need about {needed / 2**30:.1f} GiB, but "
+            f"{free / 2**30:.1f} GiB is {where}; use a smaller {option.split('=')[0]}"
+        )
+    return needed
+
+
+def check_run_config(config) -> None:
+    """The cheap checks of a parsed `fit`/`test` config (a jsonargparse Namespace), made even
+    when the sweep runner only parses its cells' command lines."""
+    check_seed(config.seed_everything)
+    check_test_sets(config.data.test_sets)
+    check_non_empty_path("--run.root", config.run.root)
+    check_non_empty_path("--run.dir", config.run.dir)
+    check_folder_name("--run.name", config.run.name)
+    check_folder_name("--run.group", config.run.group)
+
+
+def check_data_memory(data) -> None:
+    """The test sets a data config (`config.data`) asks for fit in memory."""
+    from datamodules.sources import NATIVE_SHAPES
+
+    count = image_count(data.test_sets, data.test_size, data.test_sizes)
+    sets = len([name for name in dict.fromkeys(data.test_sets) if name != "folder"])
+    check_image_memory(
+        f"{sets} test set{'s' if sets != 1 else ''}",
+        f"--data.test_size={data.test_size}",
+        count,
+        NATIVE_SHAPES.get(data.train_dataset, (3, 32, 32)),
+    )
+
+
+def check_forward_memory(
+    class_path: str, init_args: dict, images: int, shape, width: int, what: str
+) -> int:
+    """Refuse a net that cannot even run forward here: its weights, plus two feature maps of
+    `width` channels for each of `images` inputs (a layer's input and its output)."""
+    try:
+        params = parameter_count(class_path, init_args)
+    except (RuntimeError, OverflowError, ValueError) as error:
+        raise ConfigError(f"{what} is too large to build ({error})") from None
+    needed = (params + 2 * images * width * math.prod(shape[1:])) * BYTES
+    free, where = available_memory("cpu")
+    if needed > free:
+        raise ConfigError(
+            f"{what} needs about {needed / 2**30:.1f} GiB ({params:,} parameters), but "
+            f"{free / 2**30:.1f} GiB is {where}"
+        )
+    return needed
+
+
+# Hyperparameters that shape training or scoring, not the trained net: a re-probe may set them
+# differently from the run that trained the weights.
+TRAINING_ONLY_KEYS = {
+    "optimizer",
+    "lr",
+    "momentum",
+    "warmup_steps",
+    "init",
+    "init_gain",
+    "fit_threshold",
+    "stop_loss",
+    "check_every",
+    "verdict_threshold",
+    "image_shape",
+    "test_set_names",
+}
+
+
+def _first_line(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__
+
+
+def check_checkpoint(path, class_path: str, init_args: dict) -> dict:
+    """A checkpoint `test` can load into the net `--config` describes: readable, with weights,
+    of the same model family and the same architecture. Returns its hyperparameters."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises a different type for each kind of bad file
+        raise ConfigError(
+            f"--ckpt_path={path} cannot be read as a checkpoint ({_first_line(error)}); give a "
+            "run's weights.ckpt"
+        ) from None
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
+        raise ConfigError(
+            f"--ckpt_path={path} holds no trained weights (no state_dict); give a run's "
+            "weights.ckpt"
+        )
+    saved = checkpoint.get("hyper_parameters") or {}
+    saved_class = str(saved.get("_class_path", "")).rsplit(".", 1)[-1]
+    asked_class = class_path.rsplit(".", 1)[-1]
+    if saved_class and asked_class and saved_class != asked_class:
+        raise ConfigError(
+            f"--ckpt_path={path} holds a {saved_class}, but the config's model is {asked_class}; "
+            f"give the --config the run was trained with (its config.yaml)"
+        )
+    for key, value in init_args.items():
+        if key in TRAINING_ONLY_KEYS or key not in saved:
+            continue
+        if _same(saved[key], value):
+            continue
+        raise ConfigError(
+            f"--ckpt_path={path} was trained with model.{key}={saved[key]!r}, but the config "
+            f"gives model.{key}={value!r}; give the --config the run was trained with (its "
+            f"config.yaml) or --model.{key}={saved[key]}"
+        )
+    return saved
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
+        return len(a) == len(b) and all(map(_same, a, b))
+    return a == b

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from identity_crisis.jsonio import write_json
+from identity_crisis.jsonio import atomic_path, write_json
 from identity_crisis.locks import FolderLock
 
 METRICS = "metrics.json"
@@ -135,7 +135,8 @@ def read_config(run_dir: str | Path) -> dict | None:
 
 def write_predictions(run_dir: str | Path, names, inputs, outputs, scores: dict) -> Path:
     path = Path(run_dir) / PROBE_PREDICTIONS
-    np.savez_compressed(path, names=np.array(names), inputs=inputs, outputs=outputs, **scores)
+    with atomic_path(path) as tmp, open(tmp, "wb") as file:  # a file: numpy adds no suffix
+        np.savez_compressed(file, names=np.array(names), inputs=inputs, outputs=outputs, **scores)
     return path
 
 
@@ -275,6 +276,7 @@ def claim(run_dir: Path, replace: bool = False) -> str | None:
             f"(since {since}); wait for it or stop it (if it is gone, delete "
             f"{Path(run_dir) / LOCK})"
         )
+    restore_previous(run_dir)
     if not run_dir.exists() or not any(run_dir.iterdir()):
         return None
     status = read_status(run_dir)
@@ -284,8 +286,54 @@ def claim(run_dir: Path, replace: bool = False) -> str | None:
             f"See it with `identity-crisis report {run_dir}`, re-probe it with "
             f"`identity-crisis test`, or pass --run.replace=true to train it again in its place"
         )
+    if status == OK:
+        # Set aside, not deleted, until the new run is complete (drop_previous): a replace
+        # that is killed or runs out of disk must not lose both results.
+        previous = previous_path(run_dir)
+        shutil.rmtree(previous, ignore_errors=True)
+        run_dir.rename(previous)
+        return status
     shutil.rmtree(run_dir)
     return status or "unfinished"
+
+
+def missing_folders(run_dir: Path) -> list[Path]:
+    """The run folder and those above it that do not exist yet, deepest first."""
+    run_dir = Path(run_dir).absolute()
+    return [p for p in (run_dir, *run_dir.parents) if not p.exists()]
+
+
+def remove_if_empty(folders: list[Path]) -> None:
+    """Take back the folders a run made (missing_folders) but never wrote into."""
+    for folder in folders:
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+
+
+def previous_path(run_dir: Path) -> Path:
+    """Where a replaced result waits: a hidden sibling, which `report` does not read."""
+    run_dir = Path(run_dir)
+    return run_dir.with_name(f".{run_dir.name}.previous")
+
+
+def restore_previous(run_dir: Path) -> bool:
+    """Give a folder whose replace never completed (killed, failed, out of disk) back the
+    result it replaced; True when one was restored."""
+    run_dir, previous = Path(run_dir), previous_path(run_dir)
+    if not previous.is_dir():
+        return False
+    if read_status(run_dir) == OK:  # the new run completed; only the clean-up was missed
+        shutil.rmtree(previous, ignore_errors=True)
+        return False
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    previous.rename(run_dir)
+    return True
+
+
+def drop_previous(run_dir: Path) -> None:
+    """The new result is complete: the one it replaced can go."""
+    shutil.rmtree(previous_path(run_dir), ignore_errors=True)
 
 
 def _run_lock(run_dir: Path) -> FolderLock:

@@ -64,7 +64,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from identity_crisis import run_folder
+from identity_crisis import preflight, run_folder
 
 # default_sigint is re-exported: tests and launchers import it from here.
 from identity_crisis.cell_worker import (  # noqa: F401
@@ -572,8 +572,11 @@ class OfflineRunner:
                 "waits for them and takes over any whose runner dies"
             )
         for cell in self.cells:
-            if (cell.folder / CELL_FAILED).is_file():
-                print(f"  failed: {cell.folder.name}  (log: {cell.folder / CELL_LOG})")
+            record = run_folder.read_cell_record(cell.folder, CELL_FAILED)
+            if record is not None:
+                # A stopped cell is no fault of its config: it is redone, not looked into.
+                kind = "interrupted" if _interrupted(record) else "failed"
+                print(f"  {kind}: {cell.folder.name}  (log: {cell.folder / CELL_LOG})")
         if undone:
             names = ", ".join(f"{self._tag(cell)} {cell.folder.name}" for cell in undone)
             print(f"the sweep ended, {len(undone)} of {len(self.cells)} cells not done: {names}")
@@ -588,6 +591,10 @@ def cell_result(run_dir: Path) -> str:
     mse = f" (train MSE {loss:.1e})" if isinstance(loss, float) else ""
     words = in_words(results_from_metrics(metrics.get("metrics") or {}), fitted=None)
     return f"{'fitted' if fitted else 'NOT fitted'}{mse}; {words}"
+
+
+def _interrupted(record: dict) -> bool:
+    return str(record.get("reason", "")).startswith("interrupted")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -657,6 +664,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
         sweep = load_sweep(args.sweep_file)
+        preflight.check_non_empty_path("--out", args.out)
+        preflight.check_writable(Path(args.out), "--out")
         gpus = choose_gpus(args.gpus, args.workers)
         runner = OfflineRunner(
             sweep,

@@ -89,6 +89,8 @@ def load_sweep(path: str | os.PathLike) -> Sweep:
     """Read and check a sweep file against W&B's rules (top-level keys, method, parameter forms)
     and this project's conventions (flat dotted names, an args macro in the command)."""
     path = Path(path)
+    if path.is_dir():
+        raise SweepError(f"sweep file {str(path)!r} is a folder; give a sweep YAML file in it")
     if not path.is_file():
         raise SweepError(f"sweep file {str(path)!r} does not exist")
     try:

@@ -28,6 +28,10 @@ class WandbCredentialsMissing(RuntimeError):
     """WANDB_MODE=online asked for, and W&B would find no key for its server."""
 
 
+class EnvFileError(WandbCredentialsMissing):
+    """A `.env` that cannot be read; every command reports it in one line, like a missing key."""
+
+
 def load_env_file(path: str | os.PathLike = ".env") -> dict[str, str]:
     """Read a `.env` file (python-dotenv's syntax: quotes, `export`, inline `# comments`) into the
     environment, never overriding a variable that is already set (the shell wins) nor setting an
@@ -36,7 +40,13 @@ def load_env_file(path: str | os.PathLike = ".env") -> dict[str, str]:
     if not file.is_file():
         return {}
     loaded = {}
-    for key, value in dotenv.dotenv_values(file).items():
+    try:
+        values = dotenv.dotenv_values(file)
+    except (OSError, UnicodeDecodeError) as error:
+        raise EnvFileError(
+            f"{file} cannot be read ({error}); it must be UTF-8 text of KEY=value lines"
+        ) from None
+    for key, value in values.items():
         if value and key not in os.environ:
             os.environ[key] = loaded[key] = value
     return loaded
@@ -91,6 +101,8 @@ def resolve_wandb_mode() -> str:
         raise WandbCredentialsMissing(
             f"WANDB_MODE={mode!r} is not a W&B mode; use online, offline or disabled"
         )
+    else:  # W&B itself rejects " offline " with a traceback, once the run has started
+        os.environ["WANDB_MODE"] = mode
     if mode == "online" and not (has_credentials() or launched_by_agent()):
         raise WandbCredentialsMissing(
             f"WANDB_MODE=online but W&B has no key for {base_url()}: run `wandb login` (or set "

@@ -9,7 +9,11 @@ correlations.
 
 from __future__ import annotations
 
-FRACTIONS = ("frac_identity", "frac_constant", "frac_neither")
+from lightning_modules.metrics import FRACTIONS, VERDICTS, split_score_key
+
+# One colour per verdict in every picture (probe panels, report figures): green the identity
+# (the net generalized), red the constant (it memorized the training image), grey neither.
+VERDICT_COLOURS = {"identity": "#1a7f37", "constant": "#c41e3a", "neither": "#555555"}
 
 
 def clock(seconds: float) -> str:
@@ -33,16 +37,16 @@ def results_from_metrics(metrics: dict) -> dict[str, dict[str, float]]:
     """{test set: {score: value}} from a run's metrics.json "metrics" ("test/<set>/<score>")."""
     results: dict[str, dict[str, float]] = {}
     for key, value in metrics.items():
-        parts = key.split("/")
-        if len(parts) == 3 and parts[0] == "test":
-            results.setdefault(parts[1], {})[parts[2]] = value
+        if (split := split_score_key(key)) is not None:
+            test_set, score = split
+            results.setdefault(test_set, {})[score] = value
     return results
 
 
 # What a whole net is: the constant when every image of every test set got the constant verdict,
 # the identity when every image got the identity verdict, else neither. The one rule, for the
 # sentence a run prints and for the shares `report` counts.
-NET_VERDICTS = ("constant", "identity", "neither")
+NET_VERDICTS = VERDICTS
 
 
 def _verdict_sets(results: dict[str, dict[str, float]]) -> list[dict[str, float]]:

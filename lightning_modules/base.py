@@ -22,8 +22,8 @@ from torch import nn
 
 from lightning_modules.errors import TrainingFailed
 from lightning_modules.layer_activity import LayerActivity, first_blind_layer
-from lightning_modules.metrics import DEFAULT_VERDICT_THRESHOLD, IdentityScores
-from lightning_modules.step_path import cheap_cuda_checks, hooks_in_the_way
+from lightning_modules.metrics import DEFAULT_VERDICT_THRESHOLD, IdentityScores, score_key
+from lightning_modules.step_path import bare_step, cheap_cuda_checks, hooks_in_the_way
 
 # Typed choices and bounds: LightningCLI (jsonargparse) checks them before anything is built and
 # `--help` lists them; a notebook that builds a module by hand is trusted.
@@ -71,6 +71,10 @@ class IdentityTaskModule(LightningModule):
         init: weight initialization: default (PyTorch's), default_zero_bias (PyTorch's weights,
             zero biases), xavier_uniform, xavier_normal, kaiming_normal, kaiming_uniform or
             orthogonal; biases start at zero except with default.
+        init_gain: every weight of the initialized net times this, biases untouched: a dose of
+            the init's scale at an unchanged distribution. 1 leaves the net exactly as `init`
+            makes it. PyTorch's default conv weights have std 1/sqrt(3 fan_in) and Kaiming-normal
+            for ReLU sqrt(2/fan_in): default with gain sqrt(6) (about 2.449) has Kaiming's scale.
         fit_threshold: final training MSE above which the run is flagged as not fitted.
         stop_loss: stop training once the training MSE is below this (checked every
             `check_every` steps, and not before the trainer's `min_steps`); null = train for the
@@ -99,6 +103,7 @@ class IdentityTaskModule(LightningModule):
         momentum: Momentum = 0.9,
         warmup_steps: NonNegativeInt = 0,
         init: Init = "xavier_uniform",
+        init_gain: PositiveFiniteFloat = 1.0,
         fit_threshold: PositiveFloat = DEFAULT_FIT_THRESHOLD,
         stop_loss: PositiveFloat | None = None,
         check_every: PositiveInt = 50,
@@ -156,9 +161,20 @@ class IdentityTaskModule(LightningModule):
     def name_parts(self) -> list[str]:
         hp = self.hparams
         optimizer = f"{hp.optimizer}{hp.lr:g}" + (f"wu{hp.warmup_steps}" if hp.warmup_steps else "")
-        return [*self.run_name_parts(), hp.init, optimizer]
+        gain = hp.get("init_gain", 1.0)
+        init = hp.init if gain == 1 else f"{hp.init}x{gain:.4g}"
+        return [*self.run_name_parts(), init, optimizer]
 
     def init_weights(self) -> None:
+        self._init_distribution()
+        gain = self.hparams.get("init_gain", 1.0)
+        if gain != 1:  # gain 1 touches nothing: the net is bit for bit the one `init` made
+            with torch.no_grad():
+                for module in self.modules():
+                    if isinstance(module, nn.Linear | nn.Conv2d):
+                        module.weight.mul_(gain)
+
+    def _init_distribution(self) -> None:
         init, relu = self.hparams.init, self.hparams.get("activation") == "relu"
         if init == "default":
             return
@@ -257,9 +273,7 @@ class IdentityTaskModule(LightningModule):
                 # Nothing would run in the hooks (step_path.py): the same backward and step,
                 # still counted by Lightning's own progress tracking around the step.
                 loss.backward()
-                optimizer._on_before_step()
-                optimizer.optimizer.step()
-                optimizer._on_after_step()
+                bare_step(optimizer)
             else:
                 self.manual_backward(loss)
                 optimizer.step()
@@ -412,7 +426,7 @@ class IdentityTaskModule(LightningModule):
         for name, metric in self.test_scores.items():
             computed = metric.compute()
             self.test_results[name] = {key: float(value) for key, value in computed.items()}
-            scores = {f"test/{name}/{key}": value for key, value in computed.items()}
+            scores = {score_key(name, key): value for key, value in computed.items()}
             # The metric has already summed its states over processes, so every rank holds the
             # same values; sync_dist only says so to Lightning.
             self.log_dict(scores, add_dataloader_idx=False, sync_dist=True)

@@ -18,6 +18,23 @@ import torch
 from torchmetrics import Metric
 
 VERDICTS = ("identity", "constant", "neither")
+# The share of a test set's images with each verdict, as logged: frac_identity, ...
+FRACTIONS = tuple(f"frac_{verdict}" for verdict in VERDICTS)
+
+
+def score_key(test_set: str, score: str) -> str:
+    """The logged name of a test set's score: test/<set>/<score>."""
+    return f"test/{test_set}/{score}"
+
+
+def split_score_key(key: str) -> tuple[str, str] | None:
+    """(set, score) of a test/<set>/<score> name; None for any other key."""
+    parts = key.split("/")
+    if len(parts) == 3 and parts[0] == "test":
+        return parts[1], parts[2]
+    return None
+
+
 DEFAULT_VERDICT_THRESHOLD = 0.9
 FLAT_STD = 1e-6
 
@@ -90,7 +107,7 @@ class IdentityScores(Metric):
     def compute(self) -> dict[str, torch.Tensor]:
         count = self.count.clamp_min(1)
         result = {name: (getattr(self, name) / count).float() for name in self.MEANS}
-        for i, verdict in enumerate(VERDICTS):
-            result[f"frac_{verdict}"] = (self.verdicts[i] / count).float()
+        for i, fraction in enumerate(FRACTIONS):
+            result[fraction] = (self.verdicts[i] / count).float()
         result["frac_flat"] = (self.flat / count).float()
         return result

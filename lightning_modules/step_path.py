@@ -24,6 +24,22 @@ from pytorch_lightning.profilers import PassThroughProfiler
 from pytorch_lightning.strategies import SingleDeviceStrategy
 from pytorch_lightning.utilities.model_helpers import is_overridden
 
+# LightningOptimizer's progress counting around a step (`global_step`, `max_steps` and logging
+# read it). Private names, used only here: `bare_step` is the one place they are called, and
+# tests/test_models.py fails naming them if a Lightning release drops them.
+PROGRESS_CALLS = ("_on_before_step", "_on_after_step")
+
+
+def bare_step(optimizer) -> None:
+    """One optimizer step of a `LightningOptimizer` without its hook dispatch, still counted by
+    Lightning's progress tracking: the step `optimizer.step()` takes when nothing would run in
+    its hooks. The caller has already run `loss.backward()`."""
+    before, after = (getattr(optimizer, name) for name in PROGRESS_CALLS)
+    before()
+    optimizer.optimizer.step()
+    after()
+
+
 # The hooks `manual_backward` and `LightningOptimizer.step` dispatch on every step.
 STEP_HOOKS = ("on_before_backward", "on_after_backward", "on_before_optimizer_step")
 

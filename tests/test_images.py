@@ -12,7 +12,6 @@ from PIL import Image
 from identity_crisis import run_folder
 from identity_crisis.callbacks import ProbePanels
 from identity_crisis.images import (
-    VERDICT_COLOURS,
     colormap_maps,
     figure_rgb,
     fit_status,
@@ -25,6 +24,7 @@ from identity_crisis.images import (
     score_label,
     to_uint8_rgb,
 )
+from identity_crisis.verdict import VERDICT_COLOURS
 from lightning_modules import CNN
 from lightning_modules.metrics import per_image_scores
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -129,3 +130,65 @@ def flat_items(record: dict, prefix: str = "") -> dict:
         else:
             flat[f"{prefix}{key}"] = value
     return flat
+
+
+# Facts the output depends on, each defined once: a second definition could disagree with the
+# first (it did: verdict colours, the fit threshold).
+ONE_HOME = {
+    "VERDICTS": "lightning_modules/metrics.py",
+    "FRACTIONS": "lightning_modules/metrics.py",
+    "VERDICT_COLOURS": "identity_crisis/verdict.py",
+    "DEFAULT_FIT_THRESHOLD": "lightning_modules/base.py",
+    "DEFAULT_VERDICT_THRESHOLD": "lightning_modules/metrics.py",
+}
+SOURCES = ("identity_crisis", "lightning_modules", "datamodules")
+
+
+def module_level_names(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    names = set()
+    for node in tree.body:
+        targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
+        names.update(t.id for t in targets if isinstance(t, ast.Name))
+    return names
+
+
+def definitions(root: Path) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    for package in SOURCES:
+        for path in sorted((root / package).rglob("*.py")):
+            for name in module_level_names(path) & set(ONE_HOME):
+                found.setdefault(name, []).append(path.relative_to(root).as_posix())
+    return found
+
+
+def score_keys_built_by_hand(root: Path) -> list[str]:
+    """Places that spell test/<set>/<score> themselves instead of metrics.score_key."""
+    pattern = re.compile(r"""f["']test/\{""")
+    return [
+        f"{path.relative_to(root)}:{number}"
+        for package in SOURCES
+        for path in sorted((root / package).rglob("*.py"))
+        if path.name != "metrics.py"
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if pattern.search(line)
+    ]
+
+
+def test_each_fact_the_output_depends_on_has_one_home():
+    assert definitions(REPO) == {name: [home] for name, home in ONE_HOME.items()}
+    assert score_keys_built_by_hand(REPO) == []
+
+
+def test_the_one_home_check_fails_on_a_second_definition(tmp_path):
+    for package in SOURCES:
+        shutil.copytree(
+            REPO / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__")
+        )
+    extra = tmp_path / "identity_crisis" / "again.py"
+    extra.write_text('VERDICT_COLOURS = {"identity": "tab:green"}\nKEY = f"test/{s}/x"\n')
+    assert definitions(tmp_path)["VERDICT_COLOURS"] == [
+        "identity_crisis/again.py",
+        "identity_crisis/verdict.py",
+    ]
+    assert score_keys_built_by_hand(tmp_path) == ["identity_crisis/again.py:2"]

@@ -6,6 +6,7 @@ import pytest
 import torch
 from pytorch_lightning import Callback, Trainer
 
+from identity_crisis.cli import check_fit_args
 from identity_crisis.trainer_defaults import TRAINER_DEFAULTS
 from lightning_modules import CNN, FCN, ResidualCNN
 from lightning_modules.errors import ModelConfigError, TrainingFailed
@@ -189,6 +190,34 @@ def test_default_zero_bias_keeps_pytorchs_weights_and_only_zeroes_the_biases():
         assert changed.bias.abs().sum() == 0
 
 
+def test_gain_one_is_pytorchs_default_net_and_gain_g_scales_every_weight_by_g():
+    torch.manual_seed(5)
+    plain = [torch.nn.Conv2d(a, b, 5, padding=2) for a, b in ((1, 4), (4, 4), (4, 1))]
+    torch.manual_seed(5)
+    one = CNN(depth=3, channels=4, init="default", init_gain=1.0)
+    torch.manual_seed(5)
+    scaled = CNN(depth=3, channels=4, init="default", init_gain=6**0.5)
+    for reference, kept, changed in zip(plain, one.layers, scaled.layers, strict=True):
+        assert torch.equal(kept.weight, reference.weight)  # bit for bit
+        assert torch.equal(kept.bias, reference.bias)
+        assert torch.allclose(changed.weight, reference.weight * 6**0.5, rtol=1e-6, atol=0)
+        assert torch.equal(changed.bias, reference.bias)  # biases untouched
+    # sqrt(6) puts PyTorch's default (std 1/sqrt(3 fan_in)) at Kaiming's scale (sqrt(2/fan_in)).
+    fan_in = 4 * 5 * 5
+    assert scaled.layers[1].weight.std().item() == pytest.approx((2 / fan_in) ** 0.5, rel=0.1)
+    assert "defaultx2.449" in scaled.name_parts() and "default" in one.name_parts()
+
+
+@pytest.mark.parametrize("gain", [0.0, -1.0, float("inf")])
+def test_a_gain_that_is_not_a_positive_finite_number_is_refused_by_the_cli(gain):
+    message = check_fit_args(["--config", "configs/cnn.yaml", f"--model.init_gain={gain}"])
+    assert message is not None and "--model.init_gain" in message
+
+
+# Buffers that record a run (its images, final loss, step count), set by training alone.
+NOT_WEIGHTS = ("train_images", "final_loss", "trained_steps")
+
+
 def plain_loop(model, batches: list[torch.Tensor]) -> None:
     """The per-step training a researcher would write: the module's optimizer and warmup, one
     step on each batch."""
@@ -236,7 +265,7 @@ def test_many_steps_per_call_give_the_weights_of_one_step_at_a_time(tiny_data, f
     plain = copy.deepcopy(start)
     plain_loop(plain, [data.train_images] * 23)
     for name, value in plain.state_dict().items():
-        if name == "train_images" or name == "final_loss":
+        if name in NOT_WEIGHTS:
             continue
         for path in weights:
             torch.testing.assert_close(weights[path][name], value, rtol=1e-6, atol=1e-7)
@@ -267,8 +296,21 @@ def test_minibatches_take_one_step_each_and_the_final_loss_is_over_every_image(t
     plain = copy.deepcopy(start)
     plain_loop(plain, record.batches)
     for name, value in plain.state_dict().items():
-        if name not in ("train_images", "final_loss"):
+        if name not in NOT_WEIGHTS:
             torch.testing.assert_close(model.state_dict()[name], value, rtol=1e-6, atol=1e-7)
+
+
+def test_the_bare_step_path_names_the_private_lightning_calls_it_needs():
+    from pytorch_lightning.core.optimizer import LightningOptimizer
+
+    from lightning_modules.step_path import PROGRESS_CALLS
+
+    optimizer = LightningOptimizer(torch.optim.SGD(CNN(depth=1).parameters(), lr=0.1))
+    missing = [name for name in PROGRESS_CALLS if not callable(getattr(optimizer, name, None))]
+    assert missing == [], (
+        f"Lightning no longer has LightningOptimizer.{', '.join(missing)}: the bare step path "
+        "(lightning_modules/step_path.py, bare_step) must change with it"
+    )
 
 
 def test_every_hook_a_user_adds_brings_the_full_step_path_back(tiny_data):

@@ -26,6 +26,7 @@ from identity_crisis.report import (
     swept_keys,
 )
 from identity_crisis.run_folder import flatten_config
+from identity_crisis.verdict import VERDICT_COLOURS
 
 SETS = ("mnist", "fashion", "mnist_pairs", "patterns", "gaussian_noise")
 PROBES = 14
@@ -625,7 +626,10 @@ def test_main_curves_with_one_key_colour_the_scores_green_and_red():
         for line in panels[0].get_lines()
         if not line.get_label().startswith("_")  # the zero line
     }
-    assert colours == {"all identity_corr": "tab:green", "all constant_corr": "tab:red"}
+    assert colours == {
+        "all identity_corr": VERDICT_COLOURS["identity"],
+        "all constant_corr": VERDICT_COLOURS["constant"],
+    }
 
 
 def test_three_sets_get_three_panels_and_the_detail_figure_only_when_sets_are_left_out(

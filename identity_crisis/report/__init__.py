@@ -45,7 +45,7 @@ from pathlib import Path
 
 from identity_crisis import preflight, run_folder
 from identity_crisis.errors import ConfigError, int_list
-from identity_crisis.jsonio import write_json
+from identity_crisis.jsonio import write_json, write_text
 from identity_crisis.report.grouping import (
     Configuration,
     configuration_numbers,
@@ -160,7 +160,7 @@ def build_report(
         "files": [p.name for p in files],
     }
     columns, rows = table_rows(numbers, keys)
-    (out / "summary.md").write_text(summary_markdown(report, columns, rows))
+    write_text(out / "summary.md", summary_markdown(report, columns, rows))
     report["table"] = {"columns": columns, "data": rows}
     write_json(out / "report.json", report)
     return report
@@ -232,6 +232,13 @@ def main(argv: list[str] | None = None, api=None) -> None:
     args = parse_args(sys.argv[1:] if argv is None else list(argv))
     out = Path(args.out).resolve()
     try:
+        preflight.check_non_empty_path("--out", args.out)
+        for path in args.paths:
+            if not Path(path).is_dir():
+                what = "does not exist" if not Path(path).exists() else "is not a folder"
+                raise ConfigError(
+                    f"PATH {path} {what}; give folders that hold run folders or sweep cells"
+                )
         preflight.check_output_folder(out, "report.json", "report", args.replace)
         records = load_local(args.paths, skip=out) if args.paths else []
         sources = [shown_path(str(Path(p).resolve())) for p in args.paths]

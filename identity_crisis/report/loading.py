@@ -20,18 +20,14 @@ from identity_crisis import run_folder
 from identity_crisis.errors import ConfigError
 from identity_crisis.report import run_files
 from identity_crisis.report.run_files import SEED_KEY, BadFile
+from lightning_modules.base import DEFAULT_FIT_THRESHOLD
+from lightning_modules.metrics import score_key, split_score_key
 
-# The models' default fit threshold (lightning_modules.base.DEFAULT_FIT_THRESHOLD), for a run
-# whose config does not record one; it only words the "not fitted" problem.
-DEFAULT_FIT_THRESHOLD = 1e-3
 # test/all/<score>: a run's score averaged over its test sets; "all" is no test set's name.
 ALL_SETS = "all"
 # The two scores the question is about: how much the output looks like its input (the identity)
 # and like the one training image (the constant function). Curves, heatmaps and table show these.
 CORRS = ("identity_corr", "constant_corr")
-# The per-image verdicts (lightning_modules.metrics.VERDICTS): every test image gets exactly one,
-# so the three fractions of a test set add up to 1.
-VERDICT_FRACS = ("frac_identity", "frac_constant", "frac_neither")
 # The run-folder file of each kind of hidden map, as RunRecord.hidden(kind) asks for it.
 HIDDEN_FILES = {"init": run_folder.HIDDEN_INIT, "trained": run_folder.HIDDEN_TRAINED}
 # W&B's run states, for runs whose own summary has no `status` (only failures write one): a run
@@ -75,6 +71,8 @@ class RunRecord:
 
     @property
     def fit_threshold(self) -> float:
+        # The models' default for a run whose config does not record one; it only words the
+        # "not fitted" problem.
         return self.config.get("model.fit_threshold") or DEFAULT_FIT_THRESHOLD
 
     def usable(self, include_unfitted: bool = False) -> bool:
@@ -90,10 +88,10 @@ class RunRecord:
         """The test scores plus test/all/<score>: the mean over the run's test sets."""
         by_score: dict[str, list[float]] = {}
         for key, value in self.metrics.items():
-            parts = key.split("/")
-            if len(parts) == 3 and parts[0] == "test" and parts[1] != ALL_SETS:
-                by_score.setdefault(parts[2], []).append(value)
-        averaged = {f"test/{ALL_SETS}/{k}": float(np.mean(v)) for k, v in by_score.items()}
+            split = split_score_key(key)
+            if split is not None and split[0] != ALL_SETS:
+                by_score.setdefault(split[1], []).append(value)
+        averaged = {score_key(ALL_SETS, k): float(np.mean(v)) for k, v in by_score.items()}
         return {**self.metrics, **averaged}
 
 

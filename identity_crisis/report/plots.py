@@ -26,9 +26,11 @@ from identity_crisis.report.grouping import (
     sort_value,
     value_text,
 )
-from identity_crisis.report.loading import ALL_SETS, CORRS, VERDICT_FRACS
+from identity_crisis.report.loading import ALL_SETS, CORRS
 from identity_crisis.report.shares import recipes
 from identity_crisis.report.stats import logistic_curve
+from identity_crisis.verdict import VERDICT_COLOURS
+from lightning_modules.metrics import FRACTIONS, score_key, split_score_key
 
 # Test sets in the order the data module declares them (MNIST first), so that every figure
 # draws them in one order; a set it does not know comes last, by name.
@@ -49,18 +51,15 @@ SET_TITLES = {
 }
 # Line style per score (colour is left to the line groups); alone, green and red as the verdicts.
 SCORE_STYLES = {"identity_corr": "-", "constant_corr": "--"}
-SCORE_COLOURS = {"identity_corr": "tab:green", "constant_corr": "tab:red"}
+SCORE_COLOURS = {
+    "identity_corr": VERDICT_COLOURS["identity"],
+    "constant_corr": VERDICT_COLOURS["constant"],
+}
 SCORE_TEXT = {
     "identity_corr": "identity_corr: output vs its own input",
     "constant_corr": "constant_corr: output vs the training image",
 }
-# One colour per verdict in every panel: green the identity (the net generalized), red the
-# constant (it memorized the training image), grey neither.
-VERDICT_COLOURS = {
-    "frac_identity": "tab:green",
-    "frac_constant": "tab:red",
-    "frac_neither": "tab:gray",
-}
+FRACTION_COLOURS = {f"frac_{verdict}": colour for verdict, colour in VERDICT_COLOURS.items()}
 # The share heatmaps, one per net verdict, in the verdict's colour.
 SHARE_CMAPS = {"constant": "Reds", "identity": "Greens"}
 
@@ -111,7 +110,7 @@ def save_figure(fig: Figure, out: Path, name: str) -> list[Path]:
 
 
 def present_test_sets(numbers: list[dict]) -> list[str]:
-    sets = {k.split("/")[1] for n in numbers for k in n["mean"] if k.count("/") == 2}
+    sets = {split[0] for n in numbers for k in n["mean"] if (split := split_score_key(k))}
     sets.discard(ALL_SETS)
     return sorted(sets, key=lambda s: (SET_ORDER.index(s) if s in SET_ORDER else 99, s))
 
@@ -175,6 +174,24 @@ def plot_line(ax, points: list[tuple], metric: str, label: str, colour, **style)
     ax.fill_between(xs, lo, hi, color=colour, alpha=0.18, linewidth=0)
 
 
+def seeds_note(numbers: list[dict]) -> str:
+    """What the lines are over: 'mean over seeds, band: min to max' only where some point has
+    more than one seed; else the one seed they show."""
+    if any(n.get("used", 0) > 1 for n in numbers):
+        return "mean over fitted seeds, band: min to max"
+    seeds = sorted({seed for n in numbers for seed in n.get("seeds", [])})
+    return f"one fitted seed per point (seed {', '.join(map(str, seeds)) or '-'}), no band"
+
+
+def fit_y_range(axes) -> None:
+    """Shared correlation axes: always 0-1, and down to the lowest point of any panel (a panel's
+    own limits would cut another's negative correlations)."""
+    lows = [ax.dataLim.y0 for ax in axes if ax.has_data()]
+    low = min([-0.1, *(y - 0.05 for y in lows)])
+    for ax in axes:
+        ax.set_ylim(low, 1.05)
+
+
 def line_groups(numbers: list[dict], keys: list[str]) -> dict[str, list[dict]]:
     """Configurations by their values of `keys` (the non-x keys): one line each."""
     groups: dict[str, list[dict]] = {}
@@ -223,7 +240,7 @@ def score_lines(ax, name: str, groups: dict, colours: list, single: bool, x_of) 
             plot_line(
                 ax,
                 [(x_of(n), n) for n in members],
-                f"test/{name}/{score}",
+                score_key(name, score),
                 f"{label} {score}",
                 SCORE_COLOURS[score] if single else colour,
                 ls=SCORE_STYLES[score],
@@ -248,24 +265,24 @@ def curves_figure(numbers: list[dict], axis: XAxis, x_of, rest: list[str], title
         if name is not None:
             score_lines(ax, name, groups, colours, single, x_of)
         ax.set_title(SET_TITLES.get(name, name) if name else "no test set", fontsize=13)
-        ax.set_ylim(min(-0.1, ax.get_ylim()[0]), 1.05)
         ax.axhline(0, color="black", lw=0.5)
         ax.grid(alpha=0.3)
         ax.tick_params(labelsize=10)
+    fit_y_range(axes.flat)
     if len(sets) == 3:
         # Three sets in a 2 x 2 grid: drop the fourth panel, and tick the x axis above it.
         fig.delaxes(axes[1, 1])
         axes[0, 1].xaxis.set_tick_params(labelbottom=True)
         axis.style(axes[0, 1])
     for ax in axes[:, 0]:
-        ax.set_ylabel("correlation (mean over seeds)", fontsize=11)
+        ax.set_ylabel("correlation", fontsize=11)
     for ax in axes[-1]:
         axis.style(ax)
     for ax in fig.axes:
         ax.xaxis.label.set_size(11)
     handles = score_handles(single, groups, colours)
     fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 4), fontsize=10)
-    fig.suptitle(f"{title} (band: min to max over seeds)", fontsize=14)
+    fig.suptitle(f"{title}\n{seeds_note(numbers)}", fontsize=13)
     return fig
 
 
@@ -288,7 +305,7 @@ def curves_by_set_figure(
                 ax = axes[row, col]
                 for (label, members), colour in zip(groups.items(), colours, strict=True):
                     plot_line(
-                        ax, [(x_of(n), n) for n in members], f"test/{name}/{score}", label, colour
+                        ax, [(x_of(n), n) for n in members], score_key(name, score), label, colour
                     )
                 ax.set_title(f"{name}: {score}", fontsize=9)
             if not sets:
@@ -296,17 +313,17 @@ def curves_by_set_figure(
         else:
             ax = axes[row, 0]
             for name, colour in zip(sets, line_colours(len(sets)), strict=True):
-                plot_line(ax, [(x_of(n), n) for n in numbers], f"test/{name}/{score}", name, colour)
+                plot_line(ax, [(x_of(n), n) for n in numbers], score_key(name, score), name, colour)
             ax.set_title(score)
+        # Correlations can go negative; show how far, but always the 0-1 range.
+        fit_y_range(axes[row])
         for ax in axes[row]:
-            # Correlations can go negative; show how far, but always the 0-1 range.
-            ax.set_ylim(min(-0.1, ax.get_ylim()[0]), 1.05)
             ax.axhline(0, color="black", lw=0.5)
             ax.grid(alpha=0.3)
     for ax in axes[-1]:
         axis.style(ax)
     shared_legend(axes)
-    fig.suptitle(f"{title} (mean over seeds, band: min-max)")
+    fig.suptitle(f"{title}\n{seeds_note(numbers)}")
     return fig
 
 
@@ -318,14 +335,14 @@ def verdicts_figure(numbers: list[dict], axis: XAxis, x_of, rest: list[str]) -> 
         fig = new_figure(figsize=(10, 3.8))
         axes = fig.subplots(1, 2, sharey=True)
         for ax, (name, title) in zip(axes, places, strict=True):
-            for frac in VERDICT_FRACS:
+            for frac in FRACTIONS:
                 points = [(x_of(n), n) for n in numbers]
                 plot_line(
                     ax,
                     points,
-                    f"test/{name}/{frac}",
+                    score_key(name, frac),
                     frac.removeprefix("frac_"),
-                    VERDICT_COLOURS[frac],
+                    FRACTION_COLOURS[frac],
                 )
             ax.set_title(title)
         shared_legend(axes)
@@ -335,12 +352,12 @@ def verdicts_figure(numbers: list[dict], axis: XAxis, x_of, rest: list[str]) -> 
         axes = fig.subplots(2, 3, sharex=True, sharey=True)
         colours = line_colours(len(groups))
         for r, (name, title) in enumerate(places):
-            for c, frac in enumerate(VERDICT_FRACS):
+            for c, frac in enumerate(FRACTIONS):
                 for (label, members), colour in zip(groups.items(), colours, strict=True):
                     plot_line(
                         axes[r, c],
                         [(x_of(n), n) for n in members],
-                        f"test/{name}/{frac}",
+                        score_key(name, frac),
                         label,
                         colour,
                     )
@@ -484,6 +501,7 @@ def share_figure(shares: list[dict], keys: list[str], key: str, fits: dict | Non
             draw_fit(ax, fit, colour, span, 0.5 + (i - (len(groups) - 1) / 2) * 0.018)
     ax.axhline(0.5, color="grey", lw=0.8, ls=":")
     ax.set_ylim(-0.06, 1.12)
+    ax.margins(x=0.12)  # room for the labels beside the first and last points
     ax.set_ylabel("P(constant): share of fitted seeds", fontsize=11)
     ax.grid(alpha=0.3)
     axis.style(ax)

@@ -7,8 +7,9 @@ from __future__ import annotations
 import math
 
 from identity_crisis.report.grouping import short_key_name, value_text
-from identity_crisis.report.loading import CORRS, VERDICT_FRACS
+from identity_crisis.report.loading import CORRS
 from identity_crisis.report.shares import shares_markdown
+from lightning_modules.metrics import FRACTIONS, score_key
 
 # The table's score columns, (test set, column title): one set per kind of input (digits like
 # the training image, other natural images, synthetic patterns, noise), so the table stays narrow
@@ -52,8 +53,8 @@ def table_rows(numbers: list[dict], keys: list[str]) -> tuple[list[str], list[li
             "-" if n["final_loss_max"] is None else f"{n['final_loss_max']:.2g}",
         ]
         for name, _ in TABLE_SETS:
-            row.append(" / ".join(format_number(mean.get(f"test/{name}/{s}")) for s in CORRS))
-        row.append(" / ".join(format_number(mean.get(f"test/mnist/{f}")) for f in VERDICT_FRACS))
+            row.append(" / ".join(format_number(mean.get(score_key(name, s))) for s in CORRS))
+        row.append(" / ".join(format_number(mean.get(score_key("mnist", f))) for f in FRACTIONS))
         row.append(input_lost_text(n["input_lost_at"]))
         rows.append(row)
     return columns, rows

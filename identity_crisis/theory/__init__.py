@@ -122,6 +122,8 @@ __all__ = [
 THEORY_TEST_SETS = ("mnist", "fashion", "patterns", "gaussian_noise")
 # Next to the other commands' outputs (runs/sweeps, runs/report): runs/ is git-ignored.
 DEFAULT_OUT = "runs/theory"
+# The widest kernel that still reaches across a 28 x 28 image from every pixel.
+MAX_KERNEL = 2 * 28 - 1
 
 
 # --- the command ------------------------------------------------------------------------------
@@ -144,7 +146,19 @@ def parse_kernels(text: str) -> list[int]:
             _check_kernel_size(k)
         except ConfigError as error:
             raise ConfigError(f"--kernels={text}: {error}") from None
+        if k > MAX_KERNEL:
+            # Beyond it the extra weights never meet the image, and the SVD of the k^2-column
+            # patch matrix alone outgrows any memory (k = 1001: 8 TB).
+            raise ConfigError(
+                f"--kernels={text}: kernel size {k} is not valid; it must be at most "
+                f"{MAX_KERNEL} (2 x 28 - 1: a larger kernel's outer weights never meet a "
+                "28 x 28 image)"
+            )
         kernels.append(k)
+    if not kernels:
+        raise ConfigError(
+            f"--kernels={text!r} is not valid; give at least one odd kernel size, e.g. 1,3,5"
+        )
     return list(dict.fromkeys(kernels))
 
 
@@ -203,6 +217,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args.kernels = parse_kernels(args.kernels)
     check_positive("--data.test_size", args.test_size)
     check_positive("--max-steps", args.max_steps)
+    preflight.check_seed(args.seed)
+    preflight.check_non_empty_path("--out", args.out)
+    preflight.check_image_memory(
+        f"{len(THEORY_TEST_SETS)} test sets",
+        f"--data.test_size={args.test_size}",
+        args.test_size * len(THEORY_TEST_SETS),
+        (1, 28, 28),
+    )
     if not 0 < args.tol < 1:
         raise ConfigError(f"--tol={args.tol!r} is not valid; it must be in (0, 1)")
     if args.momentum not in ("0", "auto"):

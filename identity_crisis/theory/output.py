@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from identity_crisis.jsonio import write_json
+from identity_crisis.jsonio import write_json, write_text
 
 
 def _sci_or_dash(value: float | None) -> str:
@@ -136,5 +136,5 @@ def write_report(report: dict, out: Path) -> Path:
         f"Runtime: {report['runtime_s']:.0f} s.",
     ]
     path = out / "theory.md"
-    path.write_text("\n\n".join(sections) + "\n")
+    write_text(path, "\n\n".join(sections) + "\n")
     return path
