@@ -238,6 +238,7 @@ class FailureRecord(Callback):
         record = {"status": status, "error": reason, "train/steps": trainer.global_step}
         if pl_module.last_loss is not None:
             record["train/last_loss"] = pl_module.last_loss
+        run_folder.release_space(trainer.default_root_dir)  # room for this record
         # The disk that stopped the run may refuse this too; the lock must still go.
         with contextlib.suppress(OSError):
             run_folder.write_metrics(trainer.default_root_dir, record)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import logging
 import os
 import re
 import signal
@@ -337,6 +338,7 @@ class IdentityCrisisCLI(LightningCLI):
         try:
             before = run_folder.claim(self.run_dir, replace=self._config().run.replace)
             run_folder.write_lock(self.run_dir)
+            run_folder.reserve_space(self.run_dir)
         except FileExistsError:
             raise ConfigError(f"{self.run_dir} was just taken by another process") from None
         except run_folder.RunFolderTaken as taken:
@@ -357,6 +359,7 @@ class IdentityCrisisCLI(LightningCLI):
                     print(f"W&B run: {run.url}", flush=True)
         except BaseException:
             # Training never started: the lock would only make the folder look taken.
+            run_folder.release_space(self.run_dir)
             run_folder.release_lock(self.run_dir)
             raise
 
@@ -373,6 +376,7 @@ class IdentityCrisisCLI(LightningCLI):
         if self.wandb_logger is not None:
             finish_wandb(self.wandb_logger, exit_code=0)
         run_folder.drop_previous(self.run_dir)
+        run_folder.release_space(self.run_dir)
         run_folder.release_lock(self.run_dir)
         print(f"run folder: {self.run_dir}", flush=True)
 
@@ -380,7 +384,10 @@ class IdentityCrisisCLI(LightningCLI):
         """The run's scores as `metrics.json` holds them: the file rank 0 wrote is the one
         record, whichever process (a DDP spawn worker) computed it."""
         summary = run_folder.read_metrics(self.run_dir)
-        results = results_from_metrics(summary.get("metrics", {}))
+        found = results_from_metrics(summary.get("metrics", {}))
+        # In the data module's order (MNIST first), not the file's alphabetical one.
+        order = [name for name in self.model.test_set_names if name in found]
+        results = {name: found[name] for name in [*order, *sorted(set(found) - set(order))]}
         loss, fitted = summary.get("train/final_loss"), summary.get("fitted")
         threshold = self.model.hparams.fit_threshold
         lines = [
@@ -549,6 +556,9 @@ def main(argv: list[str] | None = None) -> None:
         return commands_main(argv)  # `python identity_crisis/cli.py sweep ...` still works
     warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter is intended")
     silence_third_party()
+    # W&B logs into the run folder; on a full disk each of its log lines would print a
+    # "--- Logging error ---" traceback. The run's own failure line says what happened.
+    logging.raiseExceptions = False
     try:
         load_env_file()
         resolve_wandb_mode()

@@ -33,6 +33,7 @@ Every step is atomic on a local or a network filesystem:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -161,7 +162,17 @@ class FolderLock:
 
     def acquire(self) -> bool:
         """Take the lock if it is free or its owner is gone; False when someone holds it."""
+        made = [p for p in (self.folder, *self.folder.parents) if not p.exists()]
         self.folder.mkdir(parents=True, exist_ok=True)
+        try:
+            return self._acquire()
+        except OSError:  # a full disk: no empty folders left for the next runner to puzzle over
+            for folder in made:
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
+            raise
+
+    def _acquire(self) -> bool:
         for _ in range(3):  # the lock may vanish between a failed create and the read
             if self._create():
                 self.held = True

@@ -297,6 +297,22 @@ def claim(run_dir: Path, replace: bool = False) -> str | None:
     return status or "unfinished"
 
 
+# A few pages a run holds from its start, given back to write why it failed when the disk
+# fills up (a full disk would refuse that record too).
+RESERVE = ".space-reserve"
+RESERVE_BYTES = 16 * 1024
+
+
+def reserve_space(run_dir: Path) -> None:
+    with contextlib.suppress(OSError):  # a disk too full for it fails at the next write anyway
+        (Path(run_dir) / RESERVE).write_bytes(b"\0" * RESERVE_BYTES)
+
+
+def release_space(run_dir: Path) -> None:
+    with contextlib.suppress(OSError):
+        (Path(run_dir) / RESERVE).unlink(missing_ok=True)
+
+
 def missing_folders(run_dir: Path) -> list[Path]:
     """The run folder and those above it that do not exist yet, deepest first."""
     run_dir = Path(run_dir).absolute()

@@ -410,6 +410,22 @@ class IdentityTaskModule(LightningModule):
             previous = output
         return previous
 
+    @torch.no_grad()
+    def layer_activity_of(self, inputs: torch.Tensor) -> dict:
+        """The per-layer measurement of a test (`live_share`, `input_share`, `first_blind_layer`)
+        on `inputs` alone, for a net in any state: at init, `init-signal` puts it beside the
+        trained runs' own."""
+        measured, self.layer_activity = self.layer_activity, LayerActivity().to(inputs.device)
+        try:
+            self._forward_measuring_layers(inputs)
+            activity = self.layer_activity.compute() if self.layer_activity.num_layers else {}
+        finally:
+            self.layer_activity = measured
+        if not activity:
+            return {}
+        blind = first_blind_layer(activity["input_share"], activity["live_share"])
+        return {**activity, "first_blind_layer": blind}
+
     def on_test_epoch_end(self) -> None:
         # Lightning would log these at its count of `training_step` calls (each runs many
         # optimizer steps); a logged "step" puts them on the optimizer-step axis that training uses.
