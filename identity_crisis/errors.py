@@ -4,6 +4,7 @@ raise their own (`lightning_modules.errors`, `datamodules.errors`)."""
 
 import argparse
 import errno
+import math
 
 
 class ConfigError(ValueError):
@@ -39,6 +40,19 @@ def int_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not valid; give integers separated by commas, like [7,14,20] or 7,14,20"
         ) from None
+
+
+def gain_list(text: str) -> list[float]:
+    """argparse type of a list of positive, finite numbers ('[1,2.449]' or '1,2.449')."""
+    try:
+        values = [float(part) for part in list_items(text)]
+    except ValueError:
+        values = []
+    if not values or not all(0 < v < math.inf for v in values):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not valid; give positive numbers separated by commas, like [1,2.449]"
+        )
+    return values
 
 
 # Errors of the disk, not of the code: said in one line naming the path, never a traceback.

@@ -1,7 +1,8 @@
-"""How much of an untrained CNN's output depends on its input, per init scheme and depth.
+"""How much of an untrained CNN's output depends on its input, per init scheme, gain and depth.
 
     identity-crisis init-signal                     # default vs xavier_uniform, depths 1-20
     identity-crisis init-signal --inits [default,kaiming_normal] --depths [5,20] --model.channels 64
+    identity-crisis init-signal --inits [default] --gains [1,1.414,2,2.449] --depths [14,20]
     identity-crisis init-signal --help
 
 At initialization a deep ReLU CNN's output is the sum of a part that varies with the input (the
@@ -11,6 +12,11 @@ prints, per (init, depth), the per-pixel standard deviation of the output across
 (input-dependent), the spatial standard deviation of the mean output (input-independent), and
 their ratio. A ratio far below 1 means the net starts out as (nearly) a constant function of
 its input, and training only has to shape that constant into the training image.
+
+A second table gives, per hidden layer, the share of its variance that depends on the input,
+with the first layer that is dead or blind to it: the measurement every trained run records
+(`metrics.json` "layers"), here at initialization, so the two can be read side by side.
+`--gains` multiplies the init's weights (model.init_gain; biases untouched).
 
 Exit codes: 0 done; 2 bad arguments or missing data (one line, nothing ran).
 """
@@ -25,7 +31,14 @@ import torch
 from datamodules import SingleExampleDataModule
 from datamodules.errors import DataConfigError
 from identity_crisis import preflight
-from identity_crisis.errors import ConfigError, check_choice, check_positive, int_list, list_items
+from identity_crisis.errors import (
+    ConfigError,
+    check_choice,
+    check_positive,
+    gain_list,
+    int_list,
+    list_items,
+)
 from lightning_modules import CNN
 from lightning_modules.base import INITS
 from lightning_modules.errors import ModelConfigError
@@ -47,13 +60,32 @@ def measure(
     channels: int = 128,
     kernel_size: int = 5,
     seed: int = 0,
+    gains: list[float] = (1.0,),
 ) -> list[dict]:
+    """One row per (init, gain, depth): the output's spread (input_dependence) and, per hidden
+    layer, the measurement a test makes of a trained net (`live_share`, `input_share`,
+    `first_blind_layer`; lightning_modules.layer_activity), here at initialization."""
     rows = []
     for init in inits:
-        for depth in depths:
-            torch.manual_seed(seed)
-            model = CNN(depth=depth, channels=channels, kernel_size=kernel_size, init=init)
-            rows.append({"init": init, "depth": depth, **input_dependence(model.eval(), inputs)})
+        for gain in gains:
+            for depth in depths:
+                torch.manual_seed(seed)
+                model = CNN(
+                    depth=depth,
+                    channels=channels,
+                    kernel_size=kernel_size,
+                    init=init,
+                    init_gain=gain,
+                ).eval()
+                rows.append(
+                    {
+                        "init": init,
+                        "gain": gain,
+                        "depth": depth,
+                        **input_dependence(model, inputs),
+                        **model.layer_activity_of(inputs),
+                    }
+                )
     return rows
 
 
@@ -67,6 +99,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--inits", default="default,xavier_uniform", help="e.g. [default,orthogonal]"
     )
     parser.add_argument("--depths", type=int_list, default=[1, 5, 10, 15, 20], help="e.g. [5,20]")
+    parser.add_argument(
+        "--gains",
+        type=gain_list,
+        default=[1.0],
+        help="model.init_gain values: the init's weights times each, e.g. [1,1.414,2,2.449]",
+    )
     parser.add_argument("--model.channels", "--channels", dest="channels", type=int, default=128)
     parser.add_argument(
         "--model.kernel_size", "--kernel-size", dest="kernel_size", type=int, default=5
@@ -131,7 +169,15 @@ def main(argv: list[str] | None = None) -> None:
         )
         data.setup("test")
         inputs = data.test_inputs["mnist"]
-        rows = measure(args.inits, args.depths, inputs, args.channels, args.kernel_size, args.seed)
+        rows = measure(
+            args.inits,
+            args.depths,
+            inputs,
+            args.channels,
+            args.kernel_size,
+            args.seed,
+            args.gains,
+        )
     except (ConfigError, DataConfigError, ModelConfigError) as error:
         # A data root without the files is a bad value like any other: one line, exit 2.
         print(f"identity-crisis init-signal: error: {error}", file=sys.stderr)
@@ -140,10 +186,21 @@ def main(argv: list[str] | None = None) -> None:
         f"untrained CNNs, {args.kernel_size}x{args.kernel_size}, {args.channels} channels, "
         f"seed {args.seed}, {len(inputs)} MNIST test digits"
     )
-    print("| init | depth | input-dependent std | input-independent std | ratio |")
-    print("|---|---|---|---|---|")
+    print("| init | gain | depth | input-dependent std | input-independent std | ratio |")
+    print("|---|---|---|---|---|---|")
     for r in rows:
         print(
-            f"| {r['init']} | {r['depth']} | {r['input_dependent']:.2e} | "
+            f"| {r['init']} | {r['gain']:.4g} | {r['depth']} | {r['input_dependent']:.2e} | "
             f"{r['input_independent']:.2e} | {r['ratio']:.2e} |"
         )
+    print()
+    print(
+        "input share at init, hidden layer 1, 2, ... (the share of a layer's variance that "
+        "depends on the input, as a test measures a trained net's layers)"
+    )
+    print("| init | gain | depth | input share by hidden layer | first blind layer |")
+    print("|---|---|---|---|---|")
+    for r in rows:
+        shares = " ".join(f"{v:.2g}" for v in r.get("input_share", [])) or "no hidden layer"
+        blind = r.get("first_blind_layer") or "-"
+        print(f"| {r['init']} | {r['gain']:.4g} | {r['depth']} | {shares} | {blind} |")

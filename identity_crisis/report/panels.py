@@ -14,6 +14,7 @@ from PIL import Image, ImageDraw, ImageFont
 from identity_crisis import run_folder
 from identity_crisis.errors import ConfigError
 from identity_crisis.images import image_grid, save_png
+from identity_crisis.jsonio import atomic_path
 from identity_crisis.report.grouping import DEPTH_KEY, Configuration, is_numeric
 from identity_crisis.report.loading import RunRecord, shown_path
 from identity_crisis.report.run_files import BadFile
@@ -187,6 +188,7 @@ def hidden_figures(chosen: list[Configuration], seed, out: Path) -> tuple[list[P
             continue
         figure = hidden_figure(init, trained, f"{config.label}, seed {seed}")
         path = out / f"hidden_{file_slug(config.label)}.png"
-        figure.save(path)
+        with atomic_path(path) as tmp:
+            figure.save(tmp, format="PNG")
         files.append(path)
     return files, notes

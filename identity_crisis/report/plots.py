@@ -18,6 +18,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator, NullFormatter
 
 from datamodules.single_example import TEST_SETS
+from identity_crisis.jsonio import atomic_path
 from identity_crisis.report.grouping import (
     canonical_text,
     is_numeric,
@@ -105,7 +106,9 @@ def save_figure(fig: Figure, out: Path, name: str) -> list[Path]:
     mark_empty_panels(fig)
     paths = [out / f"{name}.png", out / f"{name}.svg"]
     for path in paths:
-        fig.savefig(path, dpi=110)
+        # Whole or not at all: a full disk or a kill leaves the earlier figure, never half one.
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=110, format=path.suffix.lstrip("."))
     return paths
 
 
