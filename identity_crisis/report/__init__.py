@@ -227,6 +227,17 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
+def remove_empty_folders(root: Path) -> None:
+    """`root` and the folders under it that hold no file, deepest first."""
+    if not root.is_dir():
+        return
+    for folder in sorted((p for p in root.rglob("*") if p.is_dir()), reverse=True):
+        if not any(folder.iterdir()):
+            folder.rmdir()
+    if not any(root.iterdir()):
+        root.rmdir()
+
+
 def main(argv: list[str] | None = None, api=None) -> None:
     """`identity-crisis report PATH... [options]`; `api` replaces wandb.Api() (tests)."""
     args = parse_args(sys.argv[1:] if argv is None else list(argv))
@@ -258,9 +269,15 @@ def main(argv: list[str] | None = None, api=None) -> None:
                 f"no runs found under {', '.join(sources)}: no {run_folder.METRICS} and no sweep "
                 "cells"
             )
-        report = build_report(
-            records, out, sources, args.key, args.seed, args.hidden, args.include_unfitted
-        )
+        fresh = not out.exists()
+        try:
+            report = build_report(
+                records, out, sources, args.key, args.seed, args.hidden, args.include_unfitted
+            )
+        except OSError:
+            if fresh:  # a folder this report made and could not fill (a full disk) goes again
+                remove_empty_folders(out)
+            raise
     except ConfigError as error:
         print(f"identity-crisis report: error: {error}", file=sys.stderr)
         sys.exit(2)
