@@ -336,7 +336,11 @@ class IdentityCrisisCLI(LightningCLI):
         it, and start the W&B run with the whole config under the command line's names."""
         made = run_folder.missing_folders(self.run_dir)
         try:
-            before = run_folder.claim(self.run_dir, replace=self._config().run.replace)
+            before = run_folder.claim(
+                self.run_dir,
+                replace=self._config().run.replace,
+                probe=self.subcommand == "test",
+            )
             run_folder.write_lock(self.run_dir)
             run_folder.reserve_space(self.run_dir)
         except FileExistsError:

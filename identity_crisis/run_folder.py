@@ -261,11 +261,12 @@ class RunFolderTaken(Exception):
     """The run folder holds a finished result, or another process is training into it."""
 
 
-def claim(run_dir: Path, replace: bool = False) -> str | None:
+def claim(run_dir: Path, replace: bool = False, probe: bool = False) -> str | None:
     """Take `run_dir` for a new run: refuse a folder with a finished result (unless `replace`)
     or one another live process is training into; clear an unfinished earlier run (failed,
     crashed, interrupted, killed) so its files and W&B offline runs are not mixed with the new
-    one. Returns what was there before (a status, 'unfinished', or None for a new folder)."""
+    one. Returns what was there before (a status, 'unfinished', or None for a new folder).
+    `probe`: the folder is a re-probe's (`test`), and the refusal says so."""
     run_dir = Path(run_dir)
     owner = lock_owner(run_dir)
     if owner is not None:
@@ -280,6 +281,12 @@ def claim(run_dir: Path, replace: bool = False) -> str | None:
     if not run_dir.exists() or not any(run_dir.iterdir()):
         return None
     status = read_status(run_dir)
+    if status == OK and not replace and probe:
+        raise RunFolderTaken(
+            f"{run_dir} already holds a finished run of this config: a re-probe of this "
+            f"checkpoint with these test sets; it is kept. See it with `identity-crisis report "
+            f"{run_dir}`, or pass --run.replace=true to probe again in its place"
+        )
     if status == OK and not replace:
         raise RunFolderTaken(
             f"{run_dir} already holds a finished run of this config; it is kept. "

@@ -193,7 +193,7 @@ def check_repeated_test_is_refused(capsys, data_root, tmp_path):
     (probe,) = [p for p in runs.rglob("*-test-*") if p.is_dir()]
     before = (probe / run_folder.METRICS).read_text()
     code, _, err = run(capsys, *test)
-    assert code == 2 and "already holds a finished run" in err
+    assert code == 2 and "a re-probe of this checkpoint" in err and "to probe again" in err
     assert (probe / run_folder.METRICS).read_text() == before
 
 
