@@ -9,7 +9,7 @@ correlations.
 
 from __future__ import annotations
 
-from lightning_modules.metrics import FRACTIONS, VERDICTS, split_score_key
+from lightning_modules.metrics import FRACTIONS, split_score_key
 
 # One colour per verdict in every picture (probe panels, report figures): green the identity
 # (the net generalized), red the constant (it memorized the training image), grey neither.
@@ -43,10 +43,9 @@ def results_from_metrics(metrics: dict) -> dict[str, dict[str, float]]:
     return results
 
 
-# What a whole net is: the constant when every image of every test set got the constant verdict,
-# the identity when every image got the identity verdict, else neither. The one rule, for the
-# sentence a run prints and for the shares `report` counts.
-NET_VERDICTS = VERDICTS
+# What a whole net is (one of VERDICTS): the constant when every image of every test set got the
+# constant verdict, the identity when every image got the identity verdict, else neither. The one
+# rule, for the sentence a run prints and for the shares `report` counts.
 
 
 def _verdict_sets(results: dict[str, dict[str, float]]) -> list[dict[str, float]]:
@@ -58,7 +57,7 @@ def _mean_shares(sets: list[dict[str, float]]) -> dict[str, float]:
 
 
 def net_verdict(results: dict[str, dict[str, float]]) -> str | None:
-    """One of NET_VERDICTS for a net's test results; None without verdict shares."""
+    """One of VERDICTS for a net's test results; None without verdict shares."""
     sets = _verdict_sets(results)
     if not sets:
         return None

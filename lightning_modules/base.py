@@ -418,11 +418,16 @@ class IdentityTaskModule(LightningModule):
         measured, self.layer_activity = self.layer_activity, LayerActivity().to(inputs.device)
         try:
             self._forward_measuring_layers(inputs)
-            activity = self.layer_activity.compute() if self.layer_activity.num_layers else {}
+            return self._layer_results()
         finally:
             self.layer_activity = measured
-        if not activity:
+
+    def _layer_results(self) -> dict:
+        """What the layer-activity metric measured, with the first blind layer; {} without
+        hidden layers."""
+        if not self.layer_activity.num_layers:
             return {}
+        activity = self.layer_activity.compute()
         blind = first_blind_layer(activity["input_share"], activity["live_share"])
         return {**activity, "first_blind_layer": blind}
 
@@ -430,12 +435,11 @@ class IdentityTaskModule(LightningModule):
         # Lightning would log these at its count of `training_step` calls (each runs many
         # optimizer steps); a logged "step" puts them on the optimizer-step axis that training uses.
         self.log("step", float(self.steps_done), add_dataloader_idx=False, sync_dist=True)
-        activity = self.layer_activity.compute() if self.layer_activity.num_layers else {}
-        if activity:
-            blind = first_blind_layer(activity["input_share"], activity["live_share"])
-            self.layer_results = {**activity, "first_blind_layer": blind}
-            for key, values in activity.items():
-                layers = {f"hidden/{key}/{i + 1:02d}": v for i, v in enumerate(values)}
+        results = self._layer_results()
+        if results:
+            self.layer_results = results
+            for key in ("live_share", "input_share"):
+                layers = {f"hidden/{key}/{i + 1:02d}": v for i, v in enumerate(results[key])}
                 self.log_dict(layers, add_dataloader_idx=False, sync_dist=True)
         self.layer_activity.reset()
         self.test_results = {}

@@ -20,12 +20,13 @@ from identity_crisis.report.grouping import (
 )
 from identity_crisis.report.loading import RunRecord
 from identity_crisis.report.stats import METHOD, fit_logistic, wilson_interval
-from identity_crisis.verdict import NET_VERDICTS, results_from_metrics
+from identity_crisis.verdict import results_from_metrics
+from lightning_modules.metrics import VERDICTS
 
 
 def net_verdict(record: RunRecord) -> str | None:
-    """The constant, the identity or neither (verdict.NET_VERDICTS) for a finished run; None
-    when it has no verdict shares (a run from before they were measured, or no scores)."""
+    """The constant, the identity or neither (metrics.VERDICTS) for a finished run; None when it
+    has no verdict shares (a run from before they were measured, or no scores)."""
     return verdict.net_verdict(results_from_metrics(record.metrics))
 
 
@@ -55,12 +56,12 @@ def share_numbers(config: Configuration, keys: list[str]) -> dict:
     identity (each with a 95% Wilson interval); beside them the runs that did not fit and those
     with no result, counted, never dropped."""
     classes = [run_class(r) for r in config.runs]
-    n = sum(c in NET_VERDICTS for c in classes)
+    n = sum(c in VERDICTS for c in classes)
     seeds = {
         c: sorted(
             (r.seed for r, rc in zip(config.runs, classes, strict=True) if rc == c), key=sort_value
         )
-        for c in (*NET_VERDICTS, "not fitted", "no result")
+        for c in (*VERDICTS, "not fitted", "no result")
     }
     return {
         "label": config.label,
