@@ -38,6 +38,9 @@ TestSet = Literal[
 TRAIN_DATASETS, TEST_SETS = get_args(TrainDataset), get_args(TestSet)
 # CIFAR-10 is not on every machine and `folder` needs a folder: both only when asked for.
 DEFAULT_TEST_SETS = tuple(name for name in TEST_SETS if name not in ("cifar10", "folder"))
+# The four sets a result is first read on (the paper's figure 3 columns and a noise check): the
+# report's main curves, its summary table and the closed-form theory use these.
+HEADLINE_TEST_SETS = ("mnist", "fashion", "patterns", "gaussian_noise")
 
 # The probe panel: the columns of the paper's figures 2 and 3 after the training image, plus one
 # noise image. Test-split indices chosen once to resemble the paper's columns.
@@ -219,6 +222,9 @@ class SingleExampleDataModule(LightningDataModule):
         files = sources.image_folder_files(self.hparams.image_folder)[:FOLDER_PROBES]
         return ("train", *(file.stem for file in files))
 
+    # How a data option reads in a run name and in the report's row labels ("n1000").
+    SHORT_NAMES = {"num_train": "n", "train_index": "i", "train_seed": "r"}
+
     def name_parts(self) -> list[str]:
         """The training data in a run name: 'mnist7', plus the index, count and mode when they
         differ from the defaults."""
@@ -227,11 +233,12 @@ class SingleExampleDataModule(LightningDataModule):
         if hp.train_split != "train":
             parts.append(hp.train_split)
         if hp.train_index is None:
-            parts.append(f"r{hp.train_seed}")
+            parts.append(f"{self.SHORT_NAMES['train_seed']}{hp.train_seed}")
         elif hp.train_index != 0:
-            parts.append(f"i{hp.train_index}")
+            parts.append(f"{self.SHORT_NAMES['train_index']}{hp.train_index}")
         if hp.num_train > 1:
-            parts.append(f"n{hp.num_train}" + ("pc" if hp.num_train_mode == "per_class" else ""))
+            per_class = "pc" if hp.num_train_mode == "per_class" else ""
+            parts.append(f"{self.SHORT_NAMES['num_train']}{hp.num_train}{per_class}")
         if hp.train_batch_size is not None:
             parts.append(f"b{hp.train_batch_size}")
         return parts

@@ -33,7 +33,7 @@ from identity_crisis.images import (
 from identity_crisis.jsonio import atomic_path
 from identity_crisis.tracking import finish_wandb
 from lightning_modules.errors import TrainingFailed
-from lightning_modules.metrics import VERDICTS, per_image_scores
+from lightning_modules.metrics import VERDICTS, is_test_key, per_image_scores
 
 
 def wandb_loggers(trainer: Trainer) -> list[WandbLogger]:
@@ -185,7 +185,7 @@ class RunSummary(Callback):
     @rank_zero_only
     def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         logged = trainer.callback_metrics
-        metrics = {k: float(v) for k, v in logged.items() if k.startswith("test/")}
+        metrics = {k: float(v) for k, v in logged.items() if is_test_key(k)}
         debug = debugging_run(trainer)
         summary = {
             "status": run_folder.DEBUG if debug else run_folder.OK,

@@ -109,29 +109,31 @@ class IdentityCrisisCLI(LightningCLI):
             run=run,
         )
 
-    def _parse_ckpt_path(self) -> None:
-        # Lightning would quietly put the checkpoint's hyperparameters in place of --config's
-        # model, and a file that is no checkpoint would end in torch's traceback: a checkpoint
-        # is read here, and one that disagrees with the config is refused.
+    def parse_arguments(self, parser, args) -> None:
+        super().parse_arguments(parser, args)
         subcommand = self.config.get("subcommand")
-        config = self.config.get(subcommand) if subcommand else None
-        if not config or not config.get("ckpt_path") or not Path(config.ckpt_path).is_file():
+        config = self.config.get(subcommand) if subcommand else self.config
+        # Lightning seeds right after parsing and refuses a seed numpy cannot take with a
+        # traceback.
+        preflight.check_seed(config.get("seed_everything"))
+        self._check_checkpoint(config)
+
+    @staticmethod
+    def _check_checkpoint(config: Namespace) -> None:
+        # Lightning puts a checkpoint's hyperparameters in place of --config's model right after
+        # parsing, and a file that is no checkpoint would end in torch's traceback: a checkpoint
+        # that is unreadable, of another family or of another architecture is refused first, so
+        # what Lightning puts in place can differ only in training settings a test never uses.
+        if not config.get("ckpt_path") or not Path(config.ckpt_path).is_file():
             return
         model = config.get("model")
         if not model or not model.get("class_path"):  # no --config: the checkpoint's model
             preflight.check_checkpoint(config.ckpt_path, "", {})
-            super()._parse_ckpt_path()
             return
         init_args = model.get("init_args")
         preflight.check_checkpoint(
             config.ckpt_path, model.class_path, init_args.as_dict() if init_args else {}
         )
-
-    def _set_seed(self) -> None:
-        # Lightning seeds right after parsing and refuses a seed numpy cannot take with a
-        # traceback.
-        preflight.check_seed(self._get(self.config, "seed_everything"))
-        super()._set_seed()
 
     def before_instantiate_classes(self) -> None:
         config = self._config()
@@ -276,7 +278,8 @@ class IdentityCrisisCLI(LightningCLI):
     def loggers(self) -> bool | Logger | list[Logger]:
         """`--trainer.logger`: unset or true, the W&B run; false, no logger (no W&B run); a
         logger or a list of them, those."""
-        asked = self._get(self.config_init, "trainer", default={}).get("logger")
+        asked = self.config_init.get(str(self.subcommand), self.config_init).get("trainer", {})
+        asked = asked.get("logger")
         if asked is False or isinstance(asked, Logger | list | tuple):
             return asked
         config = self._config()

@@ -16,6 +16,8 @@ import wandb
 from pytorch_lightning import Callback
 from pytorch_lightning.loggers import WandbLogger
 
+from identity_crisis.private_api import drop_unset_anonymous
+
 # Lightning's start-up and stop notes (logged at INFO by its rank-zero helpers).
 LIGHTNING_NOTES = re.compile(
     r"^(\[rank: \d+\] )?Seed set to \d+"
@@ -80,13 +82,11 @@ class QuietProcesses(Callback):
 
 
 class QuietWandbLogger(WandbLogger):
-    """WandbLogger without its `anonymous=None` init argument: W&B warns that the setting "has no
-    effect" whenever the key is passed at all, even as None."""
+    """WandbLogger without its `anonymous=None` init argument (see identity_crisis.private_api)."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        if self._wandb_init.get("anonymous") is None:
-            self._wandb_init.pop("anonymous", None)
+        drop_unset_anonymous(self)
 
     def __getstate__(self) -> dict:
         # A spawn launcher pickles the logger once per fit and test; Lightning then calls

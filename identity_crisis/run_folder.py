@@ -242,6 +242,18 @@ RESULT_NEUTRAL_KEYS = {
     "trainer.callbacks",
 }
 RESULT_NEUTRAL_PREFIXES = ("run.",)
+# Keys the run hash keeps (where a run ran and how its test images were batched change float
+# rounding, so a rerun on a GPU gets a folder of its own) but that never make two runs different
+# experiments: the report pools runs across them.
+SAME_EXPERIMENT_KEYS = {
+    "weights_only",
+    "data.batch_size",  # test batching: the scores are sums over images either way
+    "trainer.profiler",
+    "trainer.accelerator",
+    "trainer.devices",
+    "trainer.num_nodes",
+    "trainer.strategy",
+}
 LOCK = "run.lock"
 
 

@@ -154,13 +154,22 @@ class IdentityTaskModule(LightningModule):
         None for a family whose layers are not images."""
         return [out.mean(dim=1) for out in self.layer_outputs(x)]
 
+    # How a hyperparameter reads in a run name ("d5", "wu10"): declared by the family that has
+    # it, read by the run names and by the report's row labels (lightning_modules.short_names).
+    SHORT_NAMES: dict[str, str] = {"depth": "d", "warmup_steps": "wu"}
+
+    @classmethod
+    def short(cls, key: str, value) -> str:
+        return f"{cls.SHORT_NAMES[key]}{value}"
+
     def run_name_parts(self) -> list[str]:
         """The family's hyperparameters as short name parts, e.g. ['cnn', 'relu', 'd5']."""
         raise NotImplementedError
 
     def name_parts(self) -> list[str]:
         hp = self.hparams
-        optimizer = f"{hp.optimizer}{hp.lr:g}" + (f"wu{hp.warmup_steps}" if hp.warmup_steps else "")
+        warmup = self.short("warmup_steps", hp.warmup_steps) if hp.warmup_steps else ""
+        optimizer = f"{hp.optimizer}{hp.lr:g}{warmup}"
         gain = hp.get("init_gain", 1.0)
         init = hp.init if gain == 1 else f"{hp.init}x{gain:.4g}"
         return [*self.run_name_parts(), init, optimizer]

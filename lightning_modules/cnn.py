@@ -26,9 +26,13 @@ def same_conv(c_in: int, c_out: int, kernel_size: int, bias: bool) -> nn.Conv2d:
     return nn.Conv2d(c_in, c_out, kernel_size, padding=kernel_size // 2, bias=bias)
 
 
-def conv_name_parts(family: str, hp) -> list[str]:
-    parts = [family, hp.activation, f"d{hp.depth}", f"c{hp.channels}", f"k{hp.kernel_size}"]
-    return parts + ([] if hp.bias else ["nobias"])
+CONV_SHORT_NAMES = {**IdentityTaskModule.SHORT_NAMES, "channels": "c", "kernel_size": "k"}
+
+
+def conv_name_parts(family: str, module: IdentityTaskModule) -> list[str]:
+    hp = module.hparams
+    sizes = [module.short(key, hp[key]) for key in ("depth", "channels", "kernel_size")]
+    return [family, hp.activation, *sizes] + ([] if hp.bias else ["nobias"])
 
 
 class CNN(IdentityTaskModule):
@@ -44,6 +48,7 @@ class CNN(IdentityTaskModule):
     """
 
     family = "cnn"
+    SHORT_NAMES = CONV_SHORT_NAMES
 
     def __init__(
         self,
@@ -71,4 +76,4 @@ class CNN(IdentityTaskModule):
             yield x if i == last else (x := self.activation(x))
 
     def run_name_parts(self) -> list[str]:
-        return conv_name_parts("cnn", self.hparams)
+        return conv_name_parts("cnn", self)

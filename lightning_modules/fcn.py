@@ -24,6 +24,7 @@ class FCN(IdentityTaskModule):
     """
 
     family = "fcn"
+    SHORT_NAMES = {**IdentityTaskModule.SHORT_NAMES, "width": "w"}
 
     def __init__(
         self,
@@ -56,6 +57,5 @@ class FCN(IdentityTaskModule):
 
     def run_name_parts(self) -> list[str]:
         hp = self.hparams
-        return ["fcn", hp.activation, f"d{hp.depth}", f"w{hp.width}"] + (
-            [] if hp.bias else ["nobias"]
-        )
+        sizes = [self.short("depth", hp.depth), self.short("width", hp.width)]
+        return ["fcn", hp.activation, *sizes] + ([] if hp.bias else ["nobias"])

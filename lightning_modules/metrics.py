@@ -22,17 +22,23 @@ VERDICTS = ("identity", "constant", "neither")
 FRACTIONS = tuple(f"frac_{verdict}" for verdict in VERDICTS)
 
 
+TEST_PREFIX = "test/"
+
+
 def score_key(test_set: str, score: str) -> str:
     """The logged name of a test set's score: test/<set>/<score>."""
-    return f"test/{test_set}/{score}"
+    return f"{TEST_PREFIX}{test_set}/{score}"
 
 
 def split_score_key(key: str) -> tuple[str, str] | None:
     """(set, score) of a test/<set>/<score> name; None for any other key."""
-    parts = key.split("/")
-    if len(parts) == 3 and parts[0] == "test":
-        return parts[1], parts[2]
-    return None
+    parts = key.removeprefix(TEST_PREFIX).split("/") if is_test_key(key) else []
+    return (parts[0], parts[1]) if len(parts) == 2 else None
+
+
+def is_test_key(key) -> bool:
+    """Any number the test logs (scores and the per-layer shares): test/..."""
+    return isinstance(key, str) and key.startswith(TEST_PREFIX)
 
 
 DEFAULT_VERDICT_THRESHOLD = 0.9

@@ -9,7 +9,7 @@ from jsonargparse.typing import PositiveInt
 from torch import nn
 
 from lightning_modules.base import Activation, IdentityTaskModule, activation_module
-from lightning_modules.cnn import check_odd_kernel, conv_name_parts, same_conv
+from lightning_modules.cnn import CONV_SHORT_NAMES, check_odd_kernel, conv_name_parts, same_conv
 
 
 class ResidualCNN(IdentityTaskModule):
@@ -30,6 +30,7 @@ class ResidualCNN(IdentityTaskModule):
     """
 
     family = "resnet"
+    SHORT_NAMES = {**CONV_SHORT_NAMES, "block_size": "b"}
 
     def __init__(
         self,
@@ -78,4 +79,4 @@ class ResidualCNN(IdentityTaskModule):
         yield self.head(x)
 
     def run_name_parts(self) -> list[str]:
-        return conv_name_parts("resnet", self.hparams) + [f"b{self.hparams.block_size}"]
+        return conv_name_parts("resnet", self) + [self.short("block_size", self.hparams.block_size)]

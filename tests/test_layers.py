@@ -140,7 +140,28 @@ ONE_HOME = {
     "VERDICT_COLOURS": "identity_crisis/verdict.py",
     "DEFAULT_FIT_THRESHOLD": "lightning_modules/base.py",
     "DEFAULT_VERDICT_THRESHOLD": "lightning_modules/metrics.py",
+    "HEADLINE_TEST_SETS": "datamodules/single_example.py",
+    "RESULT_NEUTRAL_KEYS": "identity_crisis/run_folder.py",
+    "SAME_EXPERIMENT_KEYS": "identity_crisis/run_folder.py",
+    "TEST_PREFIX": "lightning_modules/metrics.py",
 }
+# Values that give a second definition away under any name: the headline sets spelled out, a
+# key that changes no result listed again, a short name mapped again.
+TELLTALE_LITERALS = {
+    "HEADLINE_TEST_SETS": re.compile(
+        r"""["']fashion["'],\s*["']patterns["'],\s*["']gaussian_noise["']"""
+    ),
+    "RESULT_NEUTRAL_KEYS": re.compile(r"""["']trainer\.enable_progress_bar["']"""),
+    "SAME_EXPERIMENT_KEYS": re.compile(r"""["']trainer\.num_nodes["']"""),
+    "SHORT_NAMES": re.compile(
+        r"""["'](model\.)?(depth|channels|kernel_size|width)["']:\s*["']\w+["']"""
+    ),
+}
+SHORT_NAMES_HOMES = (
+    "lightning_modules/base.py",
+    "lightning_modules/cnn.py",
+    "lightning_modules/fcn.py",
+)
 SOURCES = ("identity_crisis", "lightning_modules", "datamodules")
 
 
@@ -163,21 +184,52 @@ def definitions(root: Path) -> dict[str, list[str]]:
 
 
 def score_keys_built_by_hand(root: Path) -> list[str]:
-    """Places that spell test/<set>/<score> themselves instead of metrics.score_key."""
-    pattern = re.compile(r"""f["']test/\{""")
-    return [
-        f"{path.relative_to(root)}:{number}"
-        for package in SOURCES
-        for path in sorted((root / package).rglob("*.py"))
-        if path.name != "metrics.py"
-        for number, line in enumerate(path.read_text().splitlines(), 1)
-        if pattern.search(line)
-    ]
+    """Places whose code spells "test/..." itself instead of metrics.score_key (docstrings may
+    name the format)."""
+    found = []
+    for package in SOURCES:
+        for path in sorted((root / package).rglob("*.py")):
+            if path.name == "metrics.py":
+                continue
+            tree = ast.parse(path.read_text())
+            docstrings = {
+                id(node.body[0].value)
+                for node in ast.walk(tree)
+                if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef)
+                and node.body
+                and isinstance(node.body[0], ast.Expr)
+            }
+            for node in ast.walk(tree):
+                if isinstance(node, ast.JoinedStr) and node.values:
+                    node = node.values[0]
+                elif id(node) in docstrings:
+                    continue
+                if isinstance(node, ast.Constant) and str(node.value).startswith("test/"):
+                    found.append(f"{path.relative_to(root).as_posix()}:{node.lineno}")
+    return sorted(set(found))
 
 
 def test_each_fact_the_output_depends_on_has_one_home():
     assert definitions(REPO) == {name: [home] for name, home in ONE_HOME.items()}
     assert score_keys_built_by_hand(REPO) == []
+    homes = {**ONE_HOME, "SHORT_NAMES": SHORT_NAMES_HOMES}
+    assert telltales(REPO) == {
+        name: sorted(set(home) if isinstance(home, tuple) else {home})
+        for name, home in homes.items()
+        if name in TELLTALE_LITERALS
+    }
+
+
+def telltales(root: Path) -> dict[str, list[str]]:
+    """Where each fact's telltale literal is spelled out."""
+    found: dict[str, set[str]] = {}
+    for package in SOURCES:
+        for path in sorted((root / package).rglob("*.py")):
+            text = path.read_text()
+            for name, pattern in TELLTALE_LITERALS.items():
+                if pattern.search(text):
+                    found.setdefault(name, set()).add(path.relative_to(root).as_posix())
+    return {name: sorted(paths) for name, paths in found.items()}
 
 
 def test_the_one_home_check_fails_on_a_second_definition(tmp_path):
@@ -186,9 +238,15 @@ def test_the_one_home_check_fails_on_a_second_definition(tmp_path):
             REPO / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__")
         )
     extra = tmp_path / "identity_crisis" / "again.py"
-    extra.write_text('VERDICT_COLOURS = {"identity": "tab:green"}\nKEY = f"test/{s}/x"\n')
+    extra.write_text(
+        'VERDICT_COLOURS = {"identity": "tab:green"}\nKEY = f"test/{s}/x"\n'
+        'SETS = ("mnist", "fashion", "patterns", "gaussian_noise")\nSHORT = {"model.depth": "d"}\n'
+    )
     assert definitions(tmp_path)["VERDICT_COLOURS"] == [
         "identity_crisis/again.py",
         "identity_crisis/verdict.py",
     ]
     assert score_keys_built_by_hand(tmp_path) == ["identity_crisis/again.py:2"]
+    found = telltales(tmp_path)
+    assert "identity_crisis/again.py" in found["HEADLINE_TEST_SETS"]
+    assert "identity_crisis/again.py" in found["SHORT_NAMES"]

@@ -51,7 +51,9 @@ def output_level(depth: int, seed: int) -> float:
     return 0.2 * depth + 0.05 * seed
 
 
-def lightning_config(depth: int, seed: int, run_dir: Path, channels: int = 4) -> dict:
+def lightning_config(
+    depth: int, seed: int, run_dir: Path, channels: int = 4, model_args: dict | None = None
+) -> dict:
     """A config.yaml as LightningCLI writes it (nested, init_args), trimmed."""
     return {
         "seed_everything": seed,
@@ -64,6 +66,7 @@ def lightning_config(depth: int, seed: int, run_dir: Path, channels: int = 4) ->
                 "kernel_size": 5,
                 "activation": "relu",
                 "fit_threshold": 0.001,
+                **(model_args or {}),
             },
         },
         # The data root differs between runs (bookkeeping): it must not become a swept key.
@@ -656,3 +659,55 @@ def test_three_sets_get_three_panels_and_the_detail_figure_only_when_sets_are_le
         assert ("curves_depth_by_set" in drawn) is expected
         assert ("curves_params_by_set" in drawn) is expected
         assert "curves_depth" in drawn and "curves_params" in drawn
+
+
+# --- the input share at init beside the trained runs ---------------------------------------------
+def test_init_share_draws_each_runs_net_again_as_init_signal_measures_it(
+    capsys, data_root, tmp_path, monkeypatch
+):
+    from identity_crisis import init_signal
+    from identity_crisis.report.init_shares import mnist_digits
+
+    monkeypatch.setenv("IDC_DATA_DIR", str(data_root))
+    sweep = tmp_path / "sweeps" / "gains"
+    for gain in (1.0, 3.0):
+        for seed in (0, 1):
+            params = {"model.init_gain": gain, "seed_everything": seed}
+            write_cell(
+                sweep,
+                {**params, "model.depth": 3, "model.channels": 4},
+                model_args={"init_gain": gain},
+            )
+    out = tmp_path / "report"
+    code, _, err = run_report(capsys, tmp_path / "sweeps", "--out", out, "--init-share", "1,2")
+    assert code == 0, err
+    report = json.loads((out / "report.json").read_text())
+    assert report["transitions"]["key"] == "model.init_gain"
+    assert (
+        "init_share_init_gain.png" in report["files"]
+        and (out / "init_share_init_gain.png").exists()
+    )
+    digits = mnist_digits([], 20)
+    for row in report["init_share"]:
+        gain, expected = row["values"]["model.init_gain"], {}
+        for seed in row["seeds"]:
+            (measured,) = init_signal.measure(
+                ["xavier_uniform"], [3], digits, channels=4, seed=seed, gains=[gain]
+            )
+            for layer in (1, 2):
+                expected.setdefault(layer, []).append(measured["input_share"][layer - 1])
+        assert row["seeds"] == [0, 1]
+        for layer, values in expected.items():
+            assert row["input_share"][str(layer)]["mean"] == pytest.approx(np.mean(values))
+            assert row["input_share"][str(layer)]["max"] == pytest.approx(max(values))
+
+
+def test_init_share_of_a_layer_a_net_lacks_is_refused_before_anything_is_written(
+    capsys, depth_sweep
+):
+    code, _, err = run_report(
+        capsys, depth_sweep.root, "--out", depth_sweep.out, "--init-share", "2"
+    )
+    assert code == 2
+    assert "--init-share" in err and "no layer 2" in err and "give layers 1-" in err
+    assert not depth_sweep.out.exists()

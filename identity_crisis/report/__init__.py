@@ -56,10 +56,12 @@ from identity_crisis.report.grouping import (
     nothing_fitted,
     placed,
     problem_line,
+    short_key_name,
     sort_value,
     swept_keys,
     unplaced_problems,
 )
+from identity_crisis.report.init_shares import init_share_figure, init_share_numbers
 from identity_crisis.report.loading import (
     RunRecord,
     load_local,
@@ -77,7 +79,7 @@ from identity_crisis.report.panels import (
     hidden_figures,
     prediction_grid,
 )
-from identity_crisis.report.plots import plot_figures
+from identity_crisis.report.plots import plot_figures, save_figure
 from identity_crisis.report.shares import share_numbers, transition_line, transitions
 from identity_crisis.report.summary import summary_markdown, table_rows
 from identity_crisis.tracking import load_env_file, resolve_wandb_mode
@@ -112,6 +114,7 @@ def build_report(
     seed=None,
     hidden: list[int] | None = None,
     include_unfitted: bool = False,
+    init_share: list[int] | None = None,
 ) -> dict:
     """Write every output for these records into `out`; return report.json's content."""
     everything, records = records, [r for r in records if placed(r)]
@@ -130,6 +133,7 @@ def build_report(
     fits = transitions(shares, keys, configs, follow)
     # Checked before anything is written, so a bad --hidden leaves no half report.
     chosen = hidden_choice(configs, hidden)
+    at_init = init_share_numbers(configs, keys, init_share) if init_share else None
     out.mkdir(parents=True, exist_ok=True)
     remove_previous_outputs(out)
     notes = [f"also varying, so kept apart: {', '.join(also)}"] if also else []
@@ -143,6 +147,11 @@ def build_report(
     notes += grid_notes + hidden_notes
     notes += [note for n in numbers if (note := mechanism_note(n))]
     files = ([grid] if grid else []) + hidden_files + plot_figures(numbers, keys, out, shares, fits)
+    if at_init:
+        key = fits["key"] if fits else keys[0] if keys else None
+        if key is not None:
+            figure = init_share_figure(at_init, keys, key)
+            files += save_figure(figure, out, f"init_share_{short_key_name(key, keys)}")
     report = {
         "sources": sources,
         "keys": keys,
@@ -152,6 +161,7 @@ def build_report(
         "configurations": numbers,
         "shares": shares,
         "transitions": fits,
+        "init_share": at_init,
         "unplaced": len(everything) - len(records),
         "nothing_fitted": nothing_fitted(everything),
         "problems": find_problems(configs, include_unfitted) + unplaced_problems(everything),
@@ -202,6 +212,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=None, help="seed of the prediction grid")
     parser.add_argument(
         "--hidden", type=int_list, default=None, help="model.depth values of the hidden-map figures"
+    )
+    parser.add_argument(
+        "--init-share",
+        type=int_list,
+        default=None,
+        metavar="LAYERS",
+        help="also draw the input share at init of these hidden layers (e.g. 5,10,19) against "
+        "the transition key: each run's net drawn again at init with its seed, measured on 20 "
+        "MNIST test digits",
     )
     parser.add_argument(
         "--wandb-sweep",
@@ -272,7 +291,14 @@ def main(argv: list[str] | None = None, api=None) -> None:
         fresh = not out.exists()
         try:
             report = build_report(
-                records, out, sources, args.key, args.seed, args.hidden, args.include_unfitted
+                records,
+                out,
+                sources,
+                args.key,
+                args.seed,
+                args.hidden,
+                args.include_unfitted,
+                args.init_share,
             )
         except OSError:
             if fresh:  # a folder this report made and could not fill (a full disk) goes again

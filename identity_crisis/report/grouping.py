@@ -11,40 +11,21 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from datamodules.single_example import SingleExampleDataModule
 from identity_crisis import run_folder
 from identity_crisis.errors import ConfigError
 from identity_crisis.report.loading import SEED_KEY, RunRecord, shown_path
+from lightning_modules import short_names
 
 # The key of the paper's figure 3/4 sweeps: a configuration of one family with no swept key is
 # labelled by it ("CNN d5"), and the hidden-map figures (--hidden) are chosen by it.
 DEPTH_KEY = "model.depth"
-# Keys that never make two runs different experiments: where a run was written, how it was
-# scheduled and what it printed. Keys with a "/" are W&B hyperparameters logged by the run itself
-# (model/params), keys with a leading "_" W&B's own.
-BOOKKEEPING = {
-    SEED_KEY,
-    "config",
-    "ckpt_path",
-    "weights_only",
-    "data.root",
-    "data.download",
-    "data.batch_size",  # test batching: the scores are sums over images either way
-    "trainer.default_root_dir",
-    "trainer.logger",
-    "trainer.callbacks",
-    "trainer.enable_progress_bar",
-    "trainer.enable_model_summary",
-    "trainer.enable_checkpointing",
-    "trainer.log_every_n_steps",
-    "trainer.profiler",
-    "trainer.accelerator",
-    "trainer.devices",
-    "trainer.num_nodes",
-    "trainer.strategy",
-}
-# The run options (`run.dir`, `run.name`, `run.group`, the W&B project, ...): where a run is
-# written and how W&B names it, different for every run of a sweep.
-BOOKKEEPING_PREFIXES = ("run.",)
+# Keys that never make two runs different experiments: the seed, where a run was written, how it
+# was scheduled and what it printed (run_folder holds the lists, which the run hash also uses).
+# Keys with a "/" are W&B hyperparameters logged by the run itself (model/params), keys with a
+# leading "_" W&B's own.
+BOOKKEEPING = {SEED_KEY, *run_folder.RESULT_NEUTRAL_KEYS, *run_folder.SAME_EXPERIMENT_KEYS}
+BOOKKEEPING_PREFIXES = run_folder.RESULT_NEUTRAL_PREFIXES
 # Default order of the swept keys (the first is the x axis and the outer sort of the rows). Depth
 # first, as the paper's figures go by depth; then the other sizes of the net, the learning rate
 # and the number of training images. Unlisted keys follow by name, numeric keys before others.
@@ -57,19 +38,15 @@ KEY_PRIORITY = (
     "model.lr",
     "data.num_train",
 )
-# How a key reads in a row label with several keys: "d5", "c128"; strings read as themselves.
-# Short, as the grid's label margin is as wide as its longest label and the legends sit beside the
-# panels; other numeric keys read as "<last part of the key>=<value>".
+# How a key reads in a row label with several keys: "d5", "c128", as the run names read it (the
+# families and the data module declare their short names); strings read as themselves. Short, as
+# the grid's label margin is as wide as its longest label and the legends sit beside the panels;
+# other numeric keys read as "<last part of the key>=<value>".
 SHORT = {
-    "model.depth": "d",
-    "model.channels": "c",
-    "model.width": "w",
-    "model.kernel_size": "k",
-    "model.block_size": "b",
+    **short_names(),
+    **{f"data.{key}": short for key, short in SingleExampleDataModule.SHORT_NAMES.items()},
     "model.lr": "lr",
     "model.momentum": "m",
-    "model.warmup_steps": "wu",
-    "data.num_train": "n",
     "trainer.max_steps": "steps",
 }
 # A key a run's config does not have reads as None, like an explicit null: shown "-", sorted
@@ -251,7 +228,7 @@ def family_depth_label(config: Configuration) -> str:
     family = config.value("model.class_path")
     depth = config.value(DEPTH_KEY)
     if family and depth is not None:
-        return f"{value_text('model.class_path', family)} d{depth}"
+        return f"{value_text('model.class_path', family)} {SHORT[DEPTH_KEY]}{depth}"
     return "all runs"
 
 

@@ -21,7 +21,7 @@ from identity_crisis.errors import ConfigError
 from identity_crisis.report import run_files
 from identity_crisis.report.run_files import SEED_KEY, BadFile
 from lightning_modules.base import DEFAULT_FIT_THRESHOLD
-from lightning_modules.metrics import score_key, split_score_key
+from lightning_modules.metrics import is_test_key, score_key, split_score_key
 
 # test/all/<score>: a run's score averaged over its test sets; "all" is no test set's name.
 ALL_SETS = "all"
@@ -110,7 +110,7 @@ def numeric_test_scores(source: dict) -> dict[str, float]:
     metrics = {}
     for key, value in source.items():
         number = json_number(value)
-        if isinstance(key, str) and key.startswith("test/") and number is not None:
+        if is_test_key(key) and number is not None:
             metrics[key] = number
     return dict(sorted(metrics.items()))
 

@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator, NullFormatter
 
-from datamodules.single_example import TEST_SETS
+from datamodules.single_example import HEADLINE_TEST_SETS, TEST_SETS
 from identity_crisis.jsonio import atomic_path
 from identity_crisis.report.grouping import (
     canonical_text,
@@ -38,7 +38,7 @@ from lightning_modules.metrics import FRACTIONS, score_key, split_score_key
 SET_ORDER = TEST_SETS
 # The main curves figure shows the families a reader looks for first: the digits it was trained
 # on, other natural images, synthetic patterns and pure noise; curves_by_set has every set.
-KEY_SETS = ("mnist", "fashion", "patterns", "gaussian_noise")
+KEY_SETS = HEADLINE_TEST_SETS
 SET_TITLES = {
     "mnist": "MNIST",
     "fashion": "Fashion-MNIST",

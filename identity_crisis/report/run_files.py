@@ -17,6 +17,7 @@ import yaml
 from PIL import Image
 
 from identity_crisis import run_folder
+from lightning_modules import option_defaults
 
 # LightningCLI's name for the seed: the one key that tells the runs of a configuration apart.
 SEED_KEY = "seed_everything"
@@ -180,7 +181,10 @@ def read_config(folder: Path) -> dict | None:
     problem = problem or config_problem(config)
     if problem:
         raise BadFile(run_folder.CONFIG, problem)
-    return config
+    # A run made before a model option existed ran with its default: it groups with runs that
+    # give that default outright (a net trained before model.init_gain with one at gain 1).
+    defaults = option_defaults(config.get("model.class_path", ""))
+    return {**{f"model.{key}": value for key, value in defaults.items()}, **config}
 
 
 def read_cell_record(cell: Path, name: str) -> dict | None:

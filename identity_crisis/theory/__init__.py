@@ -42,6 +42,7 @@ from pathlib import Path
 
 from datamodules import SingleExampleDataModule
 from datamodules.errors import DataConfigError
+from datamodules.single_example import HEADLINE_TEST_SETS
 from identity_crisis import preflight
 from identity_crisis.errors import ConfigError, check_positive, list_items
 from identity_crisis.theory.checks import (
@@ -119,7 +120,7 @@ __all__ = [
 
 # The test sets the report scores (a few kinds of input: digits, clothes, synthetic patterns,
 # noise); the checks use whatever sets their data module holds.
-THEORY_TEST_SETS = ("mnist", "fashion", "patterns", "gaussian_noise")
+THEORY_TEST_SETS = HEADLINE_TEST_SETS
 # Next to the other commands' outputs (runs/sweeps, runs/report): runs/ is git-ignored.
 DEFAULT_OUT = "runs/theory"
 # The widest kernel that still reaches across a 28 x 28 image from every pixel.
