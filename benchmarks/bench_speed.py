@@ -94,7 +94,8 @@ from identity_crisis import run_folder
 from identity_crisis.callbacks import ProbePanels, RunSummary
 from identity_crisis.errors import int_list
 from identity_crisis.quiet import QuietWandbLogger
-from identity_crisis.sweep import OfflineRunner, load_sweep
+from identity_crisis.sweep import OfflineRunner
+from identity_crisis.sweep_file import load_sweep
 from identity_crisis.trainer_defaults import TRAINER_DEFAULTS
 from lightning_modules import CNN, FCN
 from lightning_modules.step_path import cheap_cuda_checks

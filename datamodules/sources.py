@@ -28,7 +28,7 @@ from datamodules.errors import DataConfigError, DataNotFoundError
 DATA_DIR_ENV = "IDC_DATA_DIR"
 CACHE_DIR_ENV = "IDC_CACHE_DIR"
 # Decoded MNIST-format splits, by (readable root, split, the files' mtime and size). A worker trains
-# many cells in one process (identity_crisis/cell_worker.py): each split is decoded once, and every
+# many cells in one process (identity_crisis/worker_loop.py): each split is decoded once, and every
 # caller gets a copy, so no cell can change another's data.
 _DECODED: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")

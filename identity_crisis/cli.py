@@ -581,7 +581,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"identity-crisis: error: --config {path} is empty", file=sys.stderr)
             sys.exit(2)
     # `wandb.agent` with a function runs each run in a thread of its own, where no handler can be
-    # set; the agent's process has its own Ctrl-C (identity_crisis.cell_worker).
+    # set; the agent's process has its own Ctrl-C (identity_crisis.wandb_agent).
     if threading.current_thread() is threading.main_thread():
         # A closed terminal (SIGHUP) stops a run as Ctrl-C does: recorded interrupted, weights kept.
         signal.signal(signal.SIGHUP, _interrupt)

@@ -12,7 +12,7 @@ project root (the commands name `configs/...` and `identity_crisis/cli.py` relat
 `--section.key=value` arguments go to every cell and are part of the cells' identity: a smoke
 test gets folders of its own.
 
-Each slot has a worker process (`identity_crisis.cell_worker`) that imports once and trains one
+Each slot has a worker process (`identity_crisis.worker_loop`) that imports once and trains one
 cell after another in-process, each with a fresh Trainer, model, seed, W&B run and folder; a
 cell that crashed or was interrupted retires its worker and the next cell gets a fresh one.
 `--isolate` runs every cell as a process of its own instead (as does a sweep whose command is
@@ -35,10 +35,11 @@ ends the sweep (no cell left held by anyone) names the cells that are not done a
 there are any. A rerun skips done cells and redoes the rest (failed, interrupted, never started).
 
 SIGINT, SIGTERM and SIGHUP stop the running cells (SIGINT to each cell's or worker's process
-group, SIGKILL after STOP_GRACE_S), record them as interrupted and release their locks; the runner
-then exits with 128 + the signal number (130, 143, 129). A signal the runner was started ignoring
-(nohup's SIGHUP) stays ignored. On Linux a SIGKILLed runner takes its cells and workers down with
-it (PR_SET_PDEATHSIG).
+group, SIGKILL after STOP_GRACE_S, identity_crisis.cell_processes), record them as interrupted and
+release their locks; the runner then exits with 128 + the signal number (130, 143, 129). A signal
+the runner was started ignoring (nohup's SIGHUP) stays ignored. A SIGKILLed runner's workers
+notice it is gone and end within a second; on Linux its processes per cell are ended by the
+kernel (identity_crisis.parent_death).
 Exit codes otherwise: 0 every cell this runner started is done (and, from the runner that ended
 the sweep, every cell of it); 1 some failed or were interrupted, or the sweep ended with cells not
 done; 2 a bad command line or sweep file (nothing ran).
@@ -51,7 +52,6 @@ import json
 import logging
 import math
 import os
-import re
 import shlex
 import signal
 import subprocess
@@ -65,15 +65,12 @@ from pathlib import Path
 from typing import IO
 
 from identity_crisis import preflight, run_folder
-
-# default_sigint is re-exported: tests and launchers import it from here.
-from identity_crisis.cell_worker import (  # noqa: F401
-    STOP_GRACE_S,
+from identity_crisis.cell_processes import (
+    OVERRIDE,
     Worker,
     WorkerCell,
-    cell_preexec,
-    default_sigint,
     in_process_argv,
+    start_process,
     stop_all,
 )
 from identity_crisis.errors import ConfigError
@@ -84,15 +81,8 @@ from identity_crisis.run_folder import (
     CELL_RUN,
 )
 from identity_crisis.slots import choose_gpus, usable_cpus
-
-# The sweep file's half, re-exported: `from identity_crisis.sweep import load_sweep, ...` works.
-from identity_crisis.sweep_file import (  # noqa: F401
-    ARGS_MACROS,
-    DEFAULT_COMMAND,
+from identity_crisis.sweep_file import (
     DEFAULT_OUT,
-    DISTRIBUTIONS,
-    METHODS,
-    TOP_LEVEL_KEYS,
     Sweep,
     SweepError,
     cell_id,
@@ -109,8 +99,6 @@ ARGS_JSON = "args.json"
 # The sweep folder's lock of the runner that stays while other runners hold cells, to take over
 # any whose runner dies; with it held, the other runners that run out of cells may leave.
 WATCH_FILE = "watcher.json"
-# An extra argument for every cell: --section.key=value, or a top-level key of `fit`.
-OVERRIDE = re.compile(r"--(seed_everything|[A-Za-z_][\w-]*(\.[\w-]+)+)=")
 
 
 @dataclass
@@ -442,16 +430,7 @@ class OfflineRunner:
             if argv is not None:
                 proc = self._in_worker(slot, env, log, argv, cell)
             else:
-                # A session of its own: a terminal's Ctrl-C reaches the runner only, which stops
-                # the cells in order; the cell dies with the runner even if that is SIGKILLed.
-                proc = subprocess.Popen(
-                    command,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    env=env,
-                    start_new_session=True,
-                    preexec_fn=cell_preexec(os.getpid()),
-                )
+                proc = start_process(command, log, env)
         except BaseException:
             log.close()
             raise
@@ -597,7 +576,9 @@ def _interrupted(record: dict) -> bool:
     return str(record.get("reason", "")).startswith("interrupted")
 
 
-def parse_args(argv: list[str]) -> argparse.Namespace:
+def sweep_parser() -> tuple[argparse.ArgumentParser, list[str]]:
+    """The runner's parser, and its flags in order: the error for an unknown argument names them,
+    and argparse keeps its own list private."""
     parser = argparse.ArgumentParser(
         prog="identity-crisis sweep",
         description="Run a W&B sweep file offline: a worker process per slot trains its cells one "
@@ -605,31 +586,37 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "(e.g. --trainer.max_steps=10).",
         allow_abbrev=False,
     )
+    flags = ["--help"]
+
+    def flag(name: str, **kwargs) -> None:
+        flags.append(name)
+        parser.add_argument(name, **kwargs)
+
     parser.add_argument("sweep_file", help="a sweep YAML, e.g. sweeps/fig3_cnn_depth.yaml")
-    parser.add_argument("--out", default=DEFAULT_OUT, help=f"default {DEFAULT_OUT}")
-    parser.add_argument(
+    flag("--out", default=DEFAULT_OUT, help=f"default {DEFAULT_OUT}")
+    flag(
         "--gpus",
         default=None,
         help="GPU ids, e.g. 0,1, or none for CPU (default: every GPU this process can see, "
         "from CUDA_VISIBLE_DEVICES or torch; CPU workers when there is none)",
     )
-    parser.add_argument("--per-gpu", type=int, default=1, help="runs at once on each GPU")
-    parser.add_argument(
+    flag("--per-gpu", type=int, default=1, help="runs at once on each GPU")
+    flag(
         "--workers",
         type=int,
         default=None,
         help="CPU runs at once, one thread each (default: the CPUs this process may use)",
     )
-    parser.add_argument("--limit", type=int, default=None, help="run at most this many cells")
-    parser.add_argument("--seed", type=int, default=0, help="seed of a random sweep's draws")
-    parser.add_argument("--dry-run", action="store_true", help="list the cells and commands")
-    parser.add_argument(
+    flag("--limit", type=int, default=None, help="run at most this many cells")
+    flag("--seed", type=int, default=0, help="seed of a random sweep's draws")
+    flag("--dry-run", action="store_true", help="list the cells and commands")
+    flag(
         "--isolate",
         action="store_true",
         help="a process of its own for every cell (each pays the imports and start-up again) "
         "instead of a worker per slot",
     )
-    parser.add_argument(
+    flag(
         "--takeover-s",
         default=None,
         metavar="SECONDS",
@@ -637,6 +624,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         f"long (default ${TAKEOVER_ENV}, else {STALE_S:.0f}); a runner on this host that is gone "
         "is taken over at once",
     )
+    return parser, flags
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser, flags = sweep_parser()
     args, extra = parser.parse_known_args(argv)
     try:
         args.takeover_s = takeover_seconds(args.takeover_s)
@@ -648,7 +640,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
             parser.error(f"--{name.replace('_', '-')}={value} is not valid; it must be >= 1")
     wrong = next((arg for arg in extra if not OVERRIDE.match(arg)), None)
     if wrong is not None:
-        flags = [o for a in parser._actions for o in a.option_strings if o.startswith("--")]
         parser.error(
             f"unrecognized argument {wrong!r}: the runner's flags are {', '.join(flags)}; "
             "anything else must be a --section.key=value override for every cell "

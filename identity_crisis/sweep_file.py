@@ -2,7 +2,7 @@
 rules and this project's conventions, expanding it into cells (the grid, or seeded random draws),
 naming each cell's folder, and filling the file's `command` as a W&B agent fills it.
 
-`identity_crisis.sweep` re-exports these names; the runner itself lives there.
+The runner that runs the cells lives in `identity_crisis.sweep`; import these names from here.
 """
 
 from __future__ import annotations

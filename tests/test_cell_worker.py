@@ -14,9 +14,11 @@ import numpy as np
 import pytest
 import yaml
 
-from identity_crisis.cell_worker import agent_argv, agent_params, in_process_argv
+from identity_crisis.cell_processes import in_process_argv
 from identity_crisis.run_folder import CELL_DONE, CELL_FAILED
-from identity_crisis.sweep import OfflineRunner, fill_command, load_sweep
+from identity_crisis.sweep import OfflineRunner
+from identity_crisis.sweep_file import fill_command, load_sweep
+from identity_crisis.wandb_agent import agent_argv, agent_params
 from tests.test_sweep_kill import LINUX, cmdline, process_tree, survivors, wait_for
 from tests.test_sweeps import (
     REPO,
@@ -182,7 +184,7 @@ def test_the_agent_command_parses_before_it_needs_a_server(args, code, needle):
 
 AGENT_CALL = """
 import sys, threading
-from identity_crisis.cell_worker import agent_cell
+from identity_crisis.wandb_agent import agent_cell
 from identity_crisis.sweep_file import load_sweep
 errors = []
 def call():

@@ -206,7 +206,8 @@ def check_padded_wandb_mode(capsys, data_root, tmp_path, monkeypatch):
 
 
 def check_sweep_summary_keeps_interrupted_apart(capsys, tmp_path):
-    from identity_crisis.sweep import OfflineRunner, load_sweep
+    from identity_crisis.sweep import OfflineRunner
+    from identity_crisis.sweep_file import load_sweep
 
     runner = OfflineRunner(load_sweep(REPO / "sweeps/fig3_cnn_depth.yaml"), tmp_path, workers=1)
     stopped, broken = runner.cells[:2]

@@ -10,7 +10,8 @@ import pytest
 
 from identity_crisis.locks import LOCK_FILE, FolderLock
 from identity_crisis.run_folder import CELL_DONE
-from identity_crisis.sweep import WATCH_FILE, OfflineRunner, load_sweep
+from identity_crisis.sweep import WATCH_FILE, OfflineRunner
+from identity_crisis.sweep_file import load_sweep
 from tests.test_sweeps import (
     REPO,
     attempts,

@@ -11,16 +11,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from identity_crisis.cell_processes import default_sigint
 from identity_crisis.cli import IdentityCrisisCLI, wandb_args
 from identity_crisis.run_folder import CELL_DONE, CELL_FAILED
-from identity_crisis.sweep import (
-    OfflineRunner,
-    SweepError,
-    default_sigint,
-    expand,
-    fill_command,
-    load_sweep,
-)
+from identity_crisis.sweep import OfflineRunner
+from identity_crisis.sweep_file import SweepError, expand, fill_command, load_sweep
 
 REPO = Path(__file__).resolve().parent.parent
 SWEEP_FILES = sorted((REPO / "sweeps").glob("*.yaml"))
