@@ -1,9 +1,11 @@
 """Image panels for the Identity Crisis figures.
 
-Turns batches of image tensors into uint8 RGB arrays: grids of inputs and outputs with the
-paper's red divider after the training image (figures 2-3), and per-layer hidden maps in the
-blue-green 'winter' colour map (figure 4). Every panel is a (H, W, 3) uint8 array, so it can
-be saved as a PNG or logged to W&B as is.
+Turns batches of image tensors into uint8 RGB arrays: grids of inputs and outputs
+(torchvision's make_grid) with the paper's red divider after the training image (figures 2-3),
+and per-layer hidden maps in the blue-green 'winter' colour map (figure 4). Each grid is a
+(H, W, 3) uint8 array, so it can be saved as a PNG or logged to W&B as is. The run folder's
+panels show these grids in matplotlib figures that add the title, labels, scores and colour
+scales (probe_panel_figure, hidden_maps_figure; figure_rgb renders them to such an array).
 """
 
 from __future__ import annotations
@@ -15,12 +17,14 @@ from collections.abc import Sequence
 import matplotlib
 import numpy as np
 import torch
-from matplotlib.backends.backend_agg import FigureCanvasAgg, RendererAgg
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
-from matplotlib.font_manager import FontProperties
 from PIL import Image, ImageDraw, ImageFont
+from torch.nn import functional as F
+from torchvision.utils import make_grid
 
 from identity_crisis.jsonio import atomic_path
 from identity_crisis.verdict import VERDICT_COLOURS
@@ -85,39 +89,27 @@ def image_grid(
     vertically centred on its row.
     """
     cells = _grid_cells(rows, row_labels, divider_after, scale, pad)
-    n, h, w = cells[0].shape[:3]
-    ch, cw = h * scale, w * scale
-    n_rows = len(cells)
-    extra = 0 if divider_after is None else _divider_width(scale) + pad
-
-    margin = 0
-    if row_labels is not None:
-        # Text about a quarter of a cell tall reads like the paper's labels at any scale.
-        font = _label_font(max(10, ch // 4))
-        measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-        boxes = [measure.textbbox((0, 0), label, font=font) for label in row_labels]
-        margin = max(b[2] - b[0] for b in boxes) + 2 * max(pad, 2)
-
-    height = pad + n_rows * (ch + pad)
-    width = margin + pad + n * (cw + pad) + extra
-    canvas = np.full((height, width, 3), 255, dtype=np.uint8)
-
-    for r, row in enumerate(cells):
-        big = row.repeat(scale, axis=1).repeat(scale, axis=2)
-        y = pad + r * (ch + pad)
-        for j in range(n):
-            x = margin + pad + j * (cw + pad)
-            if divider_after is not None and j > divider_after:
-                x += extra
-            canvas[y : y + ch, x : x + cw] = big[j]
-
+    n, h, w = cells.shape[1:4]
+    big = torch.from_numpy(cells).flatten(0, 1).permute(0, 3, 1, 2)
+    big = big.repeat_interleave(scale, dim=2).repeat_interleave(scale, dim=3)
+    if len(big) == 1:
+        # make_grid hands a lone image back without its frame.
+        grid = F.pad(big[0], (pad, pad, pad, pad), value=255)
+    else:
+        grid = make_grid(big, nrow=n, padding=pad, pad_value=255)
+    canvas = grid.permute(1, 2, 0).numpy()
     if divider_after is not None:
-        x = margin + pad + (divider_after + 1) * (cw + pad)
-        canvas[pad : height - pad, x : x + _divider_width(scale)] = DIVIDER_RED
-
+        canvas = _insert_divider(canvas, pad + (divider_after + 1) * (w * scale + pad), scale, pad)
     if row_labels is not None:
-        canvas = _draw_row_labels(canvas, row_labels, boxes, font, cell_height=ch, pad=pad)
-    return canvas
+        canvas = _draw_row_labels(canvas, row_labels, cell_height=h * scale, pad=pad)
+    return np.ascontiguousarray(canvas)
+
+
+def _insert_divider(canvas: np.ndarray, x: int, scale: int, pad: int) -> np.ndarray:
+    """The grid with a red bar, then `pad` white, slid in at column x (a gap between cells)."""
+    strip = np.full((canvas.shape[0], _divider_width(scale) + pad, 3), 255, dtype=np.uint8)
+    strip[pad : canvas.shape[0] - pad, : _divider_width(scale)] = DIVIDER_RED
+    return np.concatenate([canvas[:, :x], strip, canvas[:, x:]], axis=1)
 
 
 def _grid_cells(
@@ -126,9 +118,9 @@ def _grid_cells(
     divider_after: int | None,
     scale: int,
     pad: int,
-) -> list[np.ndarray]:
-    """image_grid's arguments checked (ValueError naming the bad one), and its rows as uint8 RGB
-    arrays (N, H, W, 3) of one shared N, H and W."""
+) -> np.ndarray:
+    """image_grid's arguments checked (ValueError naming the bad one), and its rows as one
+    uint8 RGB array (rows, N, H, W, 3)."""
     if scale < 1:
         raise ValueError(f"scale must be >= 1, got {scale}")
     if pad < 0:
@@ -153,21 +145,21 @@ def _grid_cells(
         raise ValueError(
             f"divider_after must be in [0, {n - 2}] for {n} columns, got {divider_after}"
         )
-    return cells
+    return np.stack(cells)
 
 
 def _draw_row_labels(
-    canvas: np.ndarray,
-    row_labels: Sequence[str],
-    boxes: Sequence[tuple[int, int, int, int]],
-    font: ImageFont.FreeTypeFont | ImageFont.ImageFont,
-    *,
-    cell_height: int,
-    pad: int,
+    canvas: np.ndarray, row_labels: Sequence[str], *, cell_height: int, pad: int
 ) -> np.ndarray:
-    """A copy of the grid with each label (its inked box measured in `boxes`) in black in the
-    left margin, vertically centred on its row of cells."""
-    img = Image.fromarray(canvas)
+    """The grid behind a white left margin that holds each label in black, vertically centred
+    on its row of cells."""
+    # Text about a quarter of a cell tall reads like the paper's labels at any scale.
+    font = _label_font(max(10, cell_height // 4))
+    draw = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    boxes = [draw.textbbox((0, 0), label, font=font) for label in row_labels]
+    margin = max(b[2] - b[0] for b in boxes) + 2 * max(pad, 2)
+    img = Image.new("RGB", (margin + canvas.shape[1], canvas.shape[0]), WHITE)
+    img.paste(Image.fromarray(canvas), (margin, 0))
     draw = ImageDraw.Draw(img)
     for r, (label, box) in enumerate(zip(row_labels, boxes, strict=True)):
         centre = pad + r * (cell_height + pad) + cell_height / 2
@@ -256,11 +248,18 @@ def save_png(image: np.ndarray, path: str | os.PathLike) -> pathlib.Path:
 
 
 # --- labelled figures ----------------------------------------------------------------------------
-# The run-folder PNGs must say what they show without the code at hand: the grids above, drawn 1:1
-# (one figure pixel per grid pixel, so cells stay sharp) inside a matplotlib figure that adds the
-# title, the labels, the scores and the colour scales. Sizes are in pixels at this resolution.
+# The run-folder PNGs must say what they show without the code at hand: the grids above, shown in a
+# matplotlib figure whose layout engine places the title, the labels, the scores and the colour
+# scales around them.
 FIGURE_DPI = 100
 TITLE_PT, LABEL_PT, NOTE_PT, SCORE_PT = 12, 10, 8.5, 7.5
+# The white kept around a figure's content.
+EDGE_INCHES = 0.1
+# The narrowest a grid is drawn, in pixels: the room the probe panel's key needs, and the hidden-map
+# figure's two colour-bar labels side by side.
+PROBE_MIN_WIDTH, HIDDEN_MIN_WIDTH = 900, 560
+# A colour bar's thickness.
+BAR_PX = 14
 # An output below this everywhere shows as black cells; its label says so, or a reader takes the
 # black row for a drawing error (the untrained deep net's output is about 0).
 NEAR_BLACK = 0.1
@@ -338,66 +337,6 @@ def hidden_row_labels(
     return labels
 
 
-def _measure(text: str, size: float) -> float:
-    """Width in figure pixels of the widest line of `text` at `size` points."""
-    renderer = RendererAgg(1, 1, FIGURE_DPI)
-    prop = FontProperties(size=size)
-    return max(
-        renderer.get_text_width_height_descent(line, prop, ismath=False)[0]
-        for line in text.split("\n")
-    )
-
-
-def _pixel_figure(width: float, height: float) -> Figure:
-    fig = Figure(figsize=(round(width) / FIGURE_DPI, round(height) / FIGURE_DPI), dpi=FIGURE_DPI)
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _pixel_axes(fig: Figure, left: float, top: float, width: float, height: float, **kwargs):
-    """Axes at a box given in pixels from the figure's top-left corner."""
-    fw, fh = fig.bbox.width, fig.bbox.height
-    box = [left / fw, 1 - (top + height) / fh, width / fw, height / fh]
-    return fig.add_axes(box, **kwargs)
-
-
-def _grid_axes(fig: Figure, grid: np.ndarray, left: float, top: float):
-    """The grid drawn 1:1 with its top-left pixel at (left, top), and blank axes over it whose
-    data coordinates are the grid's pixels, to put text on."""
-    h, w = grid.shape[:2]
-    # figimage copies pixels as they are; imshow would resample them, several times slower.
-    fig.figimage(grid, xo=round(left), yo=round(fig.bbox.height - top - h), origin="upper")
-    ax = _pixel_axes(fig, round(left), round(top), w, h)
-    ax.set_xlim(-0.5, w - 0.5)
-    ax.set_ylim(h - 0.5, -0.5)
-    ax.set_axis_off()
-    return ax
-
-
-def figure_rgb(fig: Figure) -> np.ndarray:
-    """The figure rendered by Agg as a (H, W, 3) uint8 array, for save_png and W&B."""
-    canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
-    canvas.draw()
-    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
-
-
-def _cell_centres(n: int, size: int, scale: int, pad: int, divider_after: int | None) -> list:
-    """Centres of image_grid's cells along one axis (columns when a divider is given)."""
-    extra = 0 if divider_after is None else _divider_width(scale) + pad
-    return [
-        pad
-        + j * (size + pad)
-        + size / 2
-        + (extra if divider_after is not None and j > divider_after else 0)
-        for j in range(n)
-    ]
-
-
-def _fig_text(fig: Figure, x: float, y: float, text: str, **kwargs):
-    """Text at (x, y) pixels from the figure's top-left corner."""
-    return fig.text(x / fig.bbox.width, 1 - y / fig.bbox.height, text, **kwargs)
-
-
 def _scores_of(scores: dict, i: int) -> tuple[str, str]:
     """Probe i's line under its output and that line's colour (by its verdict)."""
     flat = bool(scores["flat"][i]) if "flat" in scores else False
@@ -417,6 +356,64 @@ def probe_panel_key(threshold: float) -> str:
     )
 
 
+def _cell_centres(count: int, size: int, pad: int, after: int | None = None, gap: int = 0):
+    """Centres, in grid pixels, of image_grid's cells along one axis; those past `after` sit
+    `gap` further on (behind the divider)."""
+    shift = [gap if after is not None and i > after else 0 for i in range(count)]
+    return [pad + i * (size + pad) + (size - 1) / 2 + shift[i] for i in range(count)]
+
+
+def _grid_figure(
+    grid: np.ndarray, title: str, min_width: int, bars: int = 0
+) -> tuple[Figure, Axes, list[Axes]]:
+    """A figure showing `grid` under `title`, its ticks ready to carry the row and column labels,
+    and `bars` axes side by side under it for colour bars; _fit_size then sizes it to draw the
+    grid 1:1, or `min_width` pixels wide if that is wider."""
+    h, w = grid.shape[:2]
+    width = max(w, min_width)
+    # A first guess at the room the labels take; _fit_size corrects it.
+    size = ((width + 200) / FIGURE_DPI, (h * width / w + 200) / FIGURE_DPI)
+    fig = Figure(figsize=size, dpi=FIGURE_DPI)
+    fig.set_layout_engine("constrained", w_pad=EDGE_INCHES, h_pad=EDGE_INCHES)
+    FigureCanvasAgg(fig)
+    # Rows share the height by ratio: a bar BAR_PX thick at the scale the grid will be drawn.
+    bar = BAR_PX * w / width
+    rows = fig.add_gridspec(1 + (bars > 0), max(bars, 1), height_ratios=[h, bar][: 1 + bars])
+    ax = fig.add_subplot(rows[0, :])
+    # The image fills its axes (aspect "auto"), so the labels always sit outside them and the
+    # layout's margins do not depend on the size _fit_size picks. Nearest keeps the cells' pixels
+    # sharp where a narrow grid is drawn larger.
+    ax.imshow(grid, interpolation="nearest", aspect="auto")
+    ax.tick_params(length=0)
+    ax.spines[:].set_visible(False)
+    fig.suptitle(title, x=0.01, ha="left", fontsize=TITLE_PT, weight="bold")
+    return fig, ax, [fig.add_subplot(rows[1, i], label="<colorbar>") for i in range(bars)]
+
+
+def _fit_size(fig: Figure, ax: Axes, min_width: int) -> Figure:
+    """The figure at the size where its image is drawn with square pixels, 1:1 or `min_width`
+    pixels wide: the panels of every run alike, whatever their labels."""
+    h, w = ax.images[0].get_size()
+    width = max(w, min_width)
+    # The grid's row gets only its share of a change in the figure's height; the bars the rest.
+    ratios = ax.get_subplotspec().get_gridspec().get_height_ratios() or [1]
+    for _ in range(3):  # a second pass only where a wide key overhangs a narrow image
+        fig.draw_without_rendering()
+        box = ax.get_position().transformed(fig.transFigure)
+        dx, dy = width - box.width, (width * h / w - box.height) * sum(ratios) / ratios[0]
+        if max(abs(dx), abs(dy)) < 0.5:
+            break
+        fig.set_size_inches(fig.get_figwidth() + dx / fig.dpi, fig.get_figheight() + dy / fig.dpi)
+    return fig
+
+
+def figure_rgb(fig: Figure) -> np.ndarray:
+    """The figure rendered by Agg as a (H, W, 3) uint8 array, for save_png and W&B."""
+    canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+
 def probe_panel_figure(
     inputs: torch.Tensor,
     outputs: torch.Tensor,
@@ -431,46 +428,28 @@ def probe_panel_figure(
     training image (column 0) behind the red divider, each output's scores under it (`scores`
     as metrics.per_image_scores gives them), and a key at the bottom."""
     grid = image_grid([inputs, outputs.clamp(0, 1)], divider_after=0, scale=scale, pad=pad)
-    n, ch, cw = inputs.shape[0], inputs.shape[2] * scale, inputs.shape[3] * scale
+    fig, ax, _ = _grid_figure(grid, title, PROBE_MIN_WIDTH)
+    ch, cw = inputs.shape[2] * scale, inputs.shape[3] * scale
+    ax.set_yticks(_cell_centres(2, ch, pad), ["inputs", "outputs"], fontsize=LABEL_PT)
+    columns = _cell_centres(len(inputs), cw, pad, after=0, gap=_divider_width(scale) + pad)
+    under = [_scores_of(scores, j) for j in range(len(inputs))]
+    ax.set_xticks(columns, [label for label, _ in under], fontsize=SCORE_PT)
+    for tick, (_, colour) in zip(ax.get_xticklabels(), under, strict=True):
+        tick.set_color(colour)
+    above = ax.secondary_xaxis("top")
+    probes = (columns[1] + columns[-1]) / 2
+    headers = ["training\nimage", "test probes (never trained on)"]
+    above.set_xticks([columns[0], probes], headers, fontsize=NOTE_PT)
+    above.tick_params(length=0)
+    above.spines[:].set_visible(False)
+    above.get_xticklabels()[0].set(color=DIVIDER_RED_HEX, weight="bold")
     key = probe_panel_key(threshold)
-    trained = (
-        "training image" if _measure("training image", NOTE_PT) <= cw + 8 else "training\nimage"
-    )
-    left = max(_measure(r, LABEL_PT) for r in ("inputs", "outputs")) + 16
-    top = 10 + 20 * (title.count("\n") + 1) + 12 + 13 * (trained.count("\n") + 1)
-    bottom = 20 + 14 * (key.count("\n") + 1) + 10
-    width = max(left + grid.shape[1], _measure(key, NOTE_PT) + 20, _measure(title, TITLE_PT)) + 12
-    fig = _pixel_figure(width, top + grid.shape[0] + bottom)
-    ax = _grid_axes(fig, grid, left, top)
-    _fig_text(fig, 10, 8, title, fontsize=TITLE_PT, weight="bold", va="top")
-    columns = _cell_centres(n, cw, scale, pad, divider_after=0)
-    above = dict(fontsize=NOTE_PT, ha="center", va="bottom", clip_on=False)
-    ax.text(columns[0], -4, trained, color=DIVIDER_RED_HEX, weight="bold", **above)
-    middle = (columns[1] + columns[-1]) / 2
-    ax.text(middle, -4, "test probes (never trained on)", color="black", **above)
-    for r, name in enumerate(("inputs", "outputs")):
-        y = pad + r * (ch + pad) + ch / 2
-        ax.text(-10, y, name, fontsize=LABEL_PT, ha="right", va="center", clip_on=False)
-    for j, x in enumerate(columns):
-        label, colour = _scores_of(scores, j)
-        ax.text(
-            x,
-            grid.shape[0] + 3,
-            label,
-            fontsize=SCORE_PT,
-            color=colour,
-            ha="center",
-            va="top",
-            clip_on=False,
-        )
-    _fig_text(fig, 10, fig.bbox.height - 8, key, fontsize=NOTE_PT, va="bottom", color="#333333")
-    return fig
+    ax.set_xlabel(key, loc="left", fontsize=NOTE_PT, color="#333333", labelpad=10)
+    return _fit_size(fig, ax, PROBE_MIN_WIDTH)
 
 
-def _colour_scale(fig: Figure, box: tuple, cmap: str, ticks: dict, label: str) -> None:
-    """A horizontal colour bar at `box` (pixels: left, top, width, height), its label above it,
-    `ticks` ({value: text}) below."""
-    cax = _pixel_axes(fig, *box, label="<colorbar>")
+def _colour_scale(fig: Figure, cax: Axes, cmap: str, ticks: dict, label: str) -> None:
+    """A horizontal colour bar in `cax`, `label` above it and `ticks` ({value: text}) below."""
     bar = fig.colorbar(
         ScalarMappable(Normalize(0, 1), cmap=cmap), cax=cax, orientation="horizontal"
     )
@@ -492,40 +471,23 @@ def hidden_maps_figure(
     or trained), each row labelled by hidden_row_labels, and the colour scales of the layer maps
     and of the grey input and output rows underneath."""
     grid = image_grid(_hidden_rows(inputs, layer_maps), divider_after=None, scale=scale, pad=pad)
+    fig, ax, (maps_bar, grey_bar) = _grid_figure(grid, title, HIDDEN_MIN_WIDTH, bars=2)
     labels = hidden_row_labels(layer_maps, layer_notes)
-    ch = inputs.shape[2] * scale
-    left = max(_measure(label, NOTE_PT) for label in labels) + 18
-    top = 10 + 20 * (title.count("\n") + 1) + 10
-    bar_width = max(320.0, (grid.shape[1] - 40) / 2)
-    width = max(left + grid.shape[1], left + 2 * bar_width + 40, _measure(title, TITLE_PT)) + 12
-    fig = _pixel_figure(width, top + grid.shape[0] + 100)
-    ax = _grid_axes(fig, grid, left, top)
-    _fig_text(fig, 10, 8, title, fontsize=TITLE_PT, weight="bold", va="top")
-    for r, label in enumerate(labels):
-        y = pad + r * (ch + pad) + ch / 2
-        ax.text(
-            -10,
-            y,
-            label,
-            fontsize=NOTE_PT,
-            ha="right",
-            va="center",
-            linespacing=1.15,
-            clip_on=False,
-        )
-    bar_top = top + grid.shape[0] + 46
+    rows = _cell_centres(len(labels), inputs.shape[2] * scale, pad)
+    ax.set_yticks(rows, labels, fontsize=NOTE_PT, linespacing=1.15)
+    ax.set_xticks([])
     _colour_scale(
         fig,
-        (left, bar_top, bar_width, 12),
+        maps_bar,
         HIDDEN_CMAP,
         {0: "map min", 1: "map max"},
         "layers: channel mean, each map scaled\nfrom its own min (blue) to its own max (green)",
     )
     _colour_scale(
         fig,
-        (left + bar_width + 40, bar_top, bar_width, 12),
+        grey_bar,
         "gray",
         {0: "0", 0.5: "0.5", 1: "1"},
         "input and output: pixel value,\nclipped to [0, 1] (0 and below are black)",
     )
-    return fig
+    return _fit_size(fig, ax, HIDDEN_MIN_WIDTH)

@@ -320,18 +320,49 @@ def test_save_png_rejects_bad_arrays(tmp_path):
 # --- labelled figures ---------------------------------------------------------------------
 
 
+def shown_texts(fig) -> list[Text]:
+    # A tick's label on the other side exists, hidden, with the same text; only what shows counts.
+    return [t for t in fig.findobj(Text) if t.get_visible() and t.get_text()]
+
+
 def texts(fig) -> list[str]:
-    return [t.get_text() for t in fig.findobj(Text) if t.get_text()]
+    return [t.get_text() for t in shown_texts(fig)]
 
 
-def contains_exactly(image: np.ndarray, part: np.ndarray) -> bool:
-    """Whether `part` appears in `image` pixel for pixel (the grid drawn 1:1, not resampled)."""
-    h, w = part.shape[:2]
-    for y in range(image.shape[0] - h + 1):
-        for x in np.flatnonzero((image[y, : image.shape[1] - w + 1] == part[0, 0]).all(axis=1)):
-            if (image[y : y + h, x : x + w] == part).all():
-                return True
-    return False
+def image_box(fig):
+    """Where the figure's grid image lands, in rendered-array pixels (left, top, right, bottom)."""
+    (image,) = fig.axes[0].images
+    box = image.get_window_extent()
+    height = fig.bbox.height
+    return box.x0, height - box.y1, box.x1, height - box.y0
+
+
+def shown_grid(fig, rgb: np.ndarray) -> np.ndarray:
+    """The rendered figure sampled at the centre of each of its grid image's pixels."""
+    (image,) = fig.axes[0].images
+    h, w = image.get_size()
+    left, top, right, bottom = image_box(fig)
+    xs = (left + (np.arange(w) + 0.5) * (right - left) / w).astype(int)
+    ys = (top + (np.arange(h) + 0.5) * (bottom - top) / h).astype(int)
+    return rgb[ys][:, xs]
+
+
+def assert_shows_grid(fig, grid: np.ndarray) -> None:
+    """The figure shows `grid` whole, sharp (nearest, not blurred), at least 1:1, pixels square."""
+    rgb = figure_rgb(fig)
+    left, top, right, bottom = image_box(fig)
+    h, w = grid.shape[:2]
+    assert right - left >= w and bottom - top >= h
+    assert (right - left) / w == pytest.approx((bottom - top) / h, rel=0.01)
+    assert min(left, top) >= 0 and right <= rgb.shape[1] and bottom <= rgb.shape[0]
+    same = (shown_grid(fig, rgb) == grid).all(axis=2)
+    # Rounding at the edges of the resampled pixels may shift a sample onto its neighbour.
+    assert same.mean() > 0.99, f"only {same.mean():.1%} of the grid's pixels shown as they are"
+
+
+def x_centre(text: Text) -> float:
+    box = text.get_window_extent()
+    return (box.x0 + box.x1) / 2
 
 
 def test_fit_status_and_score_label():
@@ -379,7 +410,7 @@ def test_probe_panel_says_run_fit_divider_rows_and_each_outputs_scores():
 
     # Under each output, left to right: its scores, measured here with numpy's correlation.
     under = sorted(
-        (t for t in fig.findobj(Text) if t.get_text().startswith(("id ", "flat"))),
+        (t for t in shown_texts(fig) if t.get_text().startswith(("id ", "flat"))),
         key=lambda t: t.get_position()[0],
     )
     expected = [
@@ -393,9 +424,41 @@ def test_probe_panel_says_run_fit_divider_rows_and_each_outputs_scores():
     assert colours[2] == VERDICT_COLOURS["identity"]  # its own input
     assert colours[3] == VERDICT_COLOURS["neither"]
 
-    # The cells are the grid itself, drawn pixel for pixel.
+    # The cells are the grid itself, red divider included, and each label sits by its cells.
     grid = image_grid([inputs, outputs.clamp(0, 1)], divider_after=0)
-    assert contains_exactly(figure_rgb(fig), grid)
+    assert_shows_grid(fig, grid)
+    left, top, right, bottom = image_box(fig)
+    px = (right - left) / grid.shape[1]  # figure pixels per grid pixel
+    cell, pad, divider = 8 * 3, 2, 2 * 3 + 2
+    column_left = [pad + j * (cell + pad) + (divider if j else 0) for j in range(5)]
+    for j, text in enumerate(under):
+        x0 = left + column_left[j] * px
+        assert x0 < x_centre(text) < x0 + cell * px, f"score {j} is not under its output"
+        assert text.get_window_extent().y1 < fig.bbox.height - bottom  # below the cells
+    (trained,) = [
+        t for t in shown_texts(fig) if t.get_text().replace("\n", " ") == "training image"
+    ]
+    assert left < x_centre(trained) < left + (pad + cell) * px  # over the training image
+    assert trained.get_window_extent().y0 > fig.bbox.height - top  # above the cells
+    for r, name in enumerate(("inputs", "outputs")):
+        (label,) = [t for t in shown_texts(fig) if t.get_text() == name]
+        box = label.get_window_extent()
+        y = fig.bbox.height - (box.y0 + box.y1) / 2
+        assert box.x1 < left  # in the margin
+        assert top + (pad + r * (cell + pad)) * px < y < top + (r + 1) * (cell + pad) * px
+
+
+def test_probe_panel_of_a_full_probe_set_draws_the_grid_pixel_for_pixel():
+    # 14 MNIST-sized probes make a grid wider than the key: it is drawn 1:1, not resampled.
+    generator = torch.Generator().manual_seed(2)
+    inputs = torch.rand(14, 1, 28, 28, generator=generator)
+    outputs = torch.rand(14, 1, 28, 28, generator=generator)
+    scores = per_image_scores(inputs, outputs, inputs[:1].expand_as(outputs))
+    fig = probe_panel_figure(inputs, outputs, scores, title="a run")
+    grid = image_grid([inputs, outputs], divider_after=0)
+    left, top, right, bottom = (round(v) for v in image_box(fig))
+    assert (bottom - top, right - left) == grid.shape[:2]
+    np.testing.assert_array_equal(figure_rgb(fig)[top:bottom, left:right], grid)
 
 
 def test_hidden_row_labels_name_dead_flat_and_black_output_rows():
@@ -434,10 +497,19 @@ def test_hidden_maps_figure_has_title_row_labels_and_colour_scales():
     assert [mesh.cmap.name for mesh in meshes] == ["winter", "gray"]
     assert [t.get_text() for t in bars[0].get_xticklabels()] == ["map min", "map max"]
     assert "own min" in bars[0].get_xlabel() and "pixel value" in bars[1].get_xlabel()
-    grid = hidden_layer_grid(inputs, maps)
+    # The figure shows the rows themselves: the inputs, the layer coloured, the output in grey.
+    rows = [inputs, colormap_maps(maps[0]), colormap_maps(maps[1]), maps[2].unsqueeze(1)]
+    assert_shows_grid(fig, image_grid(rows, divider_after=None))
+    # Each colour bar is drawn: winter runs blue to green, the grey one black to white.
     rgb = figure_rgb(fig)
-    # The unlabelled grid is the right-hand part of hidden_layer_grid's labelled one.
-    assert contains_exactly(rgb, grid[:, -(3 * (6 * 3 + 2) + 2) :])
+    ends = []
+    for bar in bars:
+        box = bar.get_window_extent()
+        y = round(fig.bbox.height - (box.y0 + box.y1) / 2)
+        ends.append((rgb[y, round(box.x0) + 2], rgb[y, round(box.x1) - 3]))
+    (blue, green), (black, white) = ends
+    assert blue[2] > 200 and blue[:2].max() < 60 and green[1] > 200 and green[0] < 60
+    assert black.max() < 30 and white.min() > 225
 
 
 class FakeData(SimpleNamespace):
@@ -480,7 +552,7 @@ def test_probe_panels_writes_titled_figures_from_the_runs_own_scores(tmp_path, m
     # The scores under the outputs are the ones written for reports.
     saved = np.load(tmp_path / run_folder.PROBE_PREDICTIONS)
     under = sorted(
-        (t for t in figures[run_folder.PROBE_PANEL].findobj(Text) if t.get_text().startswith("id")),
+        (t for t in shown_texts(figures[run_folder.PROBE_PANEL]) if t.get_text().startswith("id")),
         key=lambda t: t.get_position()[0],
     )
     assert [t.get_text() for t in under] == [
