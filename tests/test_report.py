@@ -711,3 +711,52 @@ def test_init_share_of_a_layer_a_net_lacks_is_refused_before_anything_is_written
     assert code == 2
     assert "--init-share" in err and "no layer 2" in err and "give layers 1-" in err
     assert not depth_sweep.out.exists()
+
+
+# --- figures drawn again from report.json ---------------------------------------------------------
+def test_redraw_draws_the_figures_from_report_json_alone_and_drops_ones_no_longer_drawn(
+    capsys, depth_sweep
+):
+    import shutil
+
+    code, _, err = run_report(capsys, depth_sweep.root, "--out", depth_sweep.out)
+    assert code == 0, err
+    out = depth_sweep.out
+    report = json.loads((out / "report.json").read_text())
+    # An older report's figure this version no longer draws (a heatmap of means), and a file of
+    # the user's that no report listed.
+    (out / "heatmap_depth_seed_constant_corr.png").write_bytes(b"old")
+    (out / "mine.png").write_bytes(b"mine")
+    report["files"].append("heatmap_depth_seed_constant_corr.png")
+    (out / "report.json").write_text(json.dumps(report))
+    (out / "curves_depth.png").unlink()
+    shutil.rmtree(depth_sweep.root)  # no runs at hand
+    code, printed, err = run_report(capsys, "--redraw", out)
+    assert code == 0, err
+    assert "curves_depth.png" in printed and load_png(out / "curves_depth.png").shape[0] > 100
+    assert not (out / "heatmap_depth_seed_constant_corr.png").exists()
+    assert (out / "mine.png").read_bytes() == b"mine"
+    files = json.loads((out / "report.json").read_text())["files"]
+    assert "heatmap_depth_seed_constant_corr.png" not in files and "prediction_grid.png" in files
+    code, _, err = run_report(capsys, "--redraw", out, depth_sweep.root)
+    assert code == 2 and "--redraw" in err
+
+
+def test_points_that_count_an_unfitted_net_are_open_rings_and_the_title_says_so(
+    capsys, depth_sweep
+):
+    from identity_crisis.report import plots
+
+    args = [depth_sweep.root, "--out", depth_sweep.out, "--include-unfitted"]
+    code, _, err = run_report(capsys, *args)
+    assert code == 0, err
+    numbers = json.loads((depth_sweep.out / "report.json").read_text())["configurations"]
+    assert [plots.not_fitted(n) for n in numbers] == [True, False, False]  # depth 1, seed 2
+    assert "open rings: not fitted" in plots.seeds_note(numbers)
+    axis = plots.XAxis([n["values"]["model.depth"] for n in numbers], "model.depth")
+    fig = plots.curves_figure(numbers, axis, lambda n: axis.x(n["values"]["model.depth"]), [], "t")
+    rings = [
+        line for ax in fig.axes for line in ax.get_lines() if line.get_markerfacecolor() == "white"
+    ]
+    assert rings and all(list(line.get_xdata()) == [1] for line in rings)
+    assert "open rings" not in plots.seeds_note([n for n in numbers if not plots.not_fitted(n)])

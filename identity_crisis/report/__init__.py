@@ -101,6 +101,8 @@ __all__ = [
     "swept_keys",
 ]
 
+# The first word of the figures plot_figures draws: what --redraw replaces.
+REDRAWN = ("curves", "verdicts", "constant", "heatmap")
 # Beside the runs it reads (run folders and sweeps go under runs/, which git ignores).
 DEFAULT_OUT = "runs/report"
 
@@ -176,6 +178,30 @@ def build_report(
     return report
 
 
+def redraw(folder: Path) -> list[str]:
+    """Draw the matplotlib figures of an earlier report again from its report.json, with this
+    version's plotting (the runs themselves need not be at hand); the prediction grid and the
+    hidden maps, drawn from the runs' files, stay as they are. A figure this version would not
+    draw from those numbers (say a heatmap of means, where the shares are now drawn, and an old
+    report.json has none) is removed. Returns the names of the files written."""
+    try:
+        report = json.loads((folder / "report.json").read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise ConfigError(f"--redraw {folder}: no readable report.json ({error})") from None
+    numbers, keys = report.get("configurations"), report.get("keys")
+    if not isinstance(numbers, list) or not isinstance(keys, list):
+        raise ConfigError(f"--redraw {folder}: report.json has no configurations and keys")
+    drawn = plot_figures(numbers, keys, folder, report.get("shares"), report.get("transitions"))
+    names = [p.name for p in drawn]
+    for name in report.get("files", []):
+        if name.endswith((".png", ".svg")) and name.split("_")[0] in REDRAWN and name not in names:
+            (folder / name).unlink(missing_ok=True)
+    kept = [n for n in report.get("files", []) if (folder / n).exists() and n not in names]
+    report["files"] = kept + names
+    write_json(folder / "report.json", report)
+    return names
+
+
 def remove_previous_outputs(out: Path) -> None:
     """A report written again into the same folder must not leave the last one's figures (say
     a hidden map of a depth no longer asked for) beside the new ones; only the files the last
@@ -198,6 +224,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("paths", nargs="*", metavar="PATH", help="folders holding run folders")
+    parser.add_argument(
+        "--redraw",
+        default=None,
+        metavar="REPORT_FOLDER",
+        help="draw an earlier report's figures again from its report.json (no runs needed)",
+    )
     parser.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
     parser.add_argument(
         "--replace", action="store_true", help="write over an earlier report in --out"
@@ -240,7 +272,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="count runs that did not fit in the means (still listed as problems)",
     )
     args = parser.parse_args(argv)
-    if not args.paths and not args.wandb_sweep:
+    if args.redraw and (args.paths or args.wandb_sweep):
+        parser.error("--redraw reads a report folder alone: give no PATH or --wandb-sweep")
+    if not args.paths and not args.wandb_sweep and not args.redraw:
         parser.error("give at least one PATH or --wandb-sweep ENTITY/PROJECT/ID")
     args.key = [k.strip() for arg in args.key for k in arg.split(",") if k.strip()]
     return args
@@ -260,6 +294,14 @@ def remove_empty_folders(root: Path) -> None:
 def main(argv: list[str] | None = None, api=None) -> None:
     """`identity-crisis report PATH... [options]`; `api` replaces wandb.Api() (tests)."""
     args = parse_args(sys.argv[1:] if argv is None else list(argv))
+    if args.redraw:
+        try:
+            names = redraw(Path(args.redraw))
+        except ConfigError as error:
+            print(f"identity-crisis report: error: {error}", file=sys.stderr)
+            sys.exit(2)
+        print(f"redrawn in {args.redraw}: {', '.join(names) or 'no figure'}")
+        return
     out = Path(args.out).resolve()
     try:
         preflight.check_non_empty_path("--out", args.out)

@@ -129,7 +129,8 @@ class XAxis:
         self.categories = present
         self.label = label
         positive = self.numeric and min(present) > 0
-        self.log = log if log is not None else positive and max(present) / min(present) >= 20
+        # Log only over two decades or more: depth 1-20 on a log axis crowds 14, 16, 18 and 20.
+        self.log = log if log is not None else positive and max(present) / min(present) >= 100
 
     def x(self, value):
         if value is None:
@@ -172,18 +173,39 @@ def plot_line(ax, points: list[tuple], metric: str, label: str, colour, **style)
     xs = [p[0] for p in points]
     style = {"marker": "o", "ms": 3, **style}
     ax.plot(xs, [p[1]["mean"][metric] for p in points], color=colour, label=label, **style)
+    # Means that count a net that did not fit (--include-unfitted): an open ring marks them.
+    unfitted = [p for p in points if not_fitted(p[1])]
+    if unfitted:
+        ax.plot(
+            [p[0] for p in unfitted],
+            [p[1]["mean"][metric] for p in unfitted],
+            ls="none",
+            marker="o",
+            ms=9,
+            mfc="white",
+            mec=colour,
+            mew=1.5,
+        )
     lo = [p[1]["min"][metric] for p in points]
     hi = [p[1]["max"][metric] for p in points]
     ax.fill_between(xs, lo, hi, color=colour, alpha=0.18, linewidth=0)
 
 
+def not_fitted(n: dict) -> bool:
+    """A configuration whose numbers count a run that did not fit."""
+    return n.get("fitted", 0) < n.get("used", 0)
+
+
 def seeds_note(numbers: list[dict]) -> str:
     """What the lines are over: 'mean over seeds, band: min to max' only where some point has
-    more than one seed; else the one seed they show."""
+    more than one seed; else the one seed they show. Says so when some points count nets that
+    did not fit (open rings)."""
+    ring = "; open rings: not fitted (counted by --include-unfitted)"
+    ring = ring if any(not_fitted(n) for n in numbers) else ""
     if any(n.get("used", 0) > 1 for n in numbers):
-        return "mean over fitted seeds, band: min to max"
+        return f"mean over seeds, band: min to max{ring or ' (fitted seeds only)'}"
     seeds = sorted({seed for n in numbers for seed in n.get("seeds", [])})
-    return f"one fitted seed per point (seed {', '.join(map(str, seeds)) or '-'}), no band"
+    return f"one seed per point (seed {', '.join(map(str, seeds)) or '-'}), no band{ring}"
 
 
 def fit_y_range(axes) -> None:
