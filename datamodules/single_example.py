@@ -8,7 +8,6 @@ inputs of the paper's figures 2 and 3 come from `probe_inputs()`.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator, Sequence
 from typing import Literal, get_args
 
@@ -69,6 +68,13 @@ def _rank_and_world() -> tuple[int, int]:
     return 0, 1
 
 
+def train_batch(images: torch.Tensor, minibatch: bool, whole: torch.Tensor | None) -> dict:
+    """What a training step gets: `images` to step on, whether they are a minibatch (worth one
+    step) or the full batch (worth the step budget of a call), and, in the first batch of a
+    stream only, the `whole` training set, which the model keeps to score its fit against."""
+    return {"images": images, "minibatch": minibatch, "whole": whole}
+
+
 class FullBatchStream(IterableDataset):
     """The whole training set as one batch, forever: one optimizer step per batch, no epoch
     boundaries to pay for; the Trainer stops at `max_steps`. Under DDP each rank streams its own
@@ -77,11 +83,12 @@ class FullBatchStream(IterableDataset):
     def __init__(self, images: torch.Tensor):
         self.images = images
 
-    def __iter__(self) -> Iterator[torch.Tensor]:
+    def __iter__(self) -> Iterator[dict]:
         rank, world = _rank_and_world()
         images = self.images[rank::world]
+        yield train_batch(images, False, self.images)
         while True:
-            yield images
+            yield train_batch(images, False, None)
 
 
 class MinibatchStream(IterableDataset):
@@ -93,14 +100,17 @@ class MinibatchStream(IterableDataset):
     def __init__(self, images: torch.Tensor, batch_size: int, seed: int):
         self.images, self.batch_size, self.seed = images, batch_size, seed
 
-    def __iter__(self) -> Iterator[torch.Tensor]:
+    def __iter__(self) -> Iterator[dict]:
         rank, world = _rank_and_world()
         generator = torch.Generator().manual_seed(self.seed)
         count, size = len(self.images), self.batch_size
+        whole = self.images
         while True:
             order = torch.randperm(count, generator=generator)
             for start in range(0, count - size + 1, size):
-                yield self.images[order[start : start + size][rank::world]]
+                part = order[start : start + size][rank::world]
+                yield train_batch(self.images[part], True, whole)
+                whole = None
 
 
 class SingleExampleDataModule(LightningDataModule):
@@ -120,7 +130,10 @@ class SingleExampleDataModule(LightningDataModule):
         num_train_mode: first or per_class.
         train_batch_size: training images per optimizer step; null = all of them (full batch,
             the paper's setting). Fewer: random minibatches, reshuffled every pass over the
-            set, in an order that follows the run's seed (`seed_everything`).
+            set, in an order drawn from `shuffle_seed`.
+        shuffle_seed: seed of the minibatch order; the command line links it to the run's
+            `seed_everything`, so every rank of a data-parallel run draws the same order; null =
+            torch's current seed.
         test_sets: names of the test sets to evaluate (see TEST_SETS); `folder` is added when
             `image_folder` is given.
         test_size: images per test set (the first ones of a split, or seeded synthetic ones).
@@ -143,6 +156,7 @@ class SingleExampleDataModule(LightningDataModule):
         num_train: PositiveInt = 1,
         num_train_mode: Literal["first", "per_class"] = "first",
         train_batch_size: PositiveInt | None = None,
+        shuffle_seed: int | None = None,
         test_sets: Sequence[TestSet] = DEFAULT_TEST_SETS,
         test_size: PositiveInt = 100,
         test_sizes: dict[TestSet, PositiveInt] | None = None,
@@ -337,21 +351,24 @@ class SingleExampleDataModule(LightningDataModule):
         size = self.hparams.train_batch_size
         if size is None or size == len(self.train_images):
             return DataLoader(FullBatchStream(self.train_images), batch_size=None)
-        # The run's seed: seed_everything puts it in PL_GLOBAL_SEED, which every rank of a
-        # data-parallel run inherits, so the order follows the seed and the ranks draw one order
-        # (the generator's state would not do: DDP reseeds each rank at its setup).
-        seed = int(os.environ.get("PL_GLOBAL_SEED", torch.initial_seed()))
+        seed = self.hparams.shuffle_seed
+        seed = torch.initial_seed() if seed is None else seed
         stream = MinibatchStream(self.train_images, size, seed=seed)
         return DataLoader(stream, batch_size=None)
 
     def transfer_batch_to_device(self, batch, device: torch.device, dataloader_idx: int):
         # The full-batch stream yields the very same tensor every step: copy it to the
         # accelerator once, not once per step (each copy from pageable memory is a host sync).
-        if isinstance(batch, torch.Tensor):
-            cached = self._on_device
-            if cached is None or cached[0] is not batch or cached[1] != device:
-                self._on_device = (batch, device, batch.to(device))
-            return self._on_device[2]
+        if isinstance(batch, dict) and isinstance(batch.get("images"), torch.Tensor):
+            images, cached = batch["images"], self._on_device
+            if cached is None or cached[0] is not images or cached[1] != device:
+                self._on_device = (images, device, images.to(device))
+            whole = batch["whole"]
+            return {
+                **batch,
+                "images": self._on_device[2],
+                "whole": None if whole is None else whole.to(device),
+            }
         return super().transfer_batch_to_device(batch, device, dataloader_idx)
 
     def test_dataloader(self) -> list[DataLoader]:

@@ -174,6 +174,8 @@ class IdentityCrisisCLI(LightningCLI):
         parser.link_arguments(
             "data.test_set_names", "model.init_args.test_set_names", apply_on="instantiate"
         )
+        # The minibatch order follows the run's seed, the same on every rank of a DDP run.
+        parser.link_arguments("seed_everything", "data.shuffle_seed", compute_fn=seed_or_none)
         parser.add_argument(
             "--run.root",
             type=str,
@@ -409,6 +411,11 @@ class IdentityCrisisCLI(LightningCLI):
             )
         lines.append(f"learned: {in_words(results, fitted)}")
         return "\n".join(lines + layers_line(summary.get("layers", {})))
+
+
+def seed_or_none(seed) -> int | None:
+    """`seed_everything` as a seed: an int; true (a random seed, drawn later) or false, none."""
+    return seed if isinstance(seed, int) and not isinstance(seed, bool) else None
 
 
 def layers_line(layer_results: dict) -> list[str]:

@@ -244,19 +244,25 @@ class IdentityTaskModule(LightningModule):
             self.logger.log_hyperparams(counts)
             self.logger.log_metrics(counts, step=0)
 
-    def on_train_batch_start(self, batch: torch.Tensor, batch_idx: int) -> None:
+    def on_train_batch_start(self, batch, batch_idx: int) -> None:
         if self.train_images.numel() == 0:
             self._capture_train_images(batch)
 
-    def _capture_train_images(self, batch: torch.Tensor) -> None:
-        """The training images, whole: the data module's set when it has one (a minibatch is a
-        part of it); else the first batch, whose shards under DDP are gathered here."""
-        whole = getattr(self.trainer.datamodule, "train_images", None)
-        if isinstance(whole, torch.Tensor):
+    def _capture_train_images(self, batch) -> None:
+        """The training images, whole: the set the data module's first batch carries (a
+        minibatch is a part of it); from a plain tensor loader (a notebook's own), the first
+        batch, whose shards under DDP are gathered here."""
+        images, _, whole = unpack_train_batch(batch)
+        if whole is not None:
             # As the batch came: on the device, in the precision plugin's dtype.
-            self.train_images = whole.to(device=batch.device, dtype=batch.dtype).clone()
+            self.train_images = whole.to(device=images.device, dtype=images.dtype).clone()
             return
-        images = batch.detach()
+        if isinstance(batch, dict):
+            raise RuntimeError(
+                "the training stream's first batch carries no training set ('whole'): build "
+                "batches with datamodules.single_example.train_batch"
+            )
+        images = images.detach()
         if self.trainer.world_size > 1:
             images = self.all_gather(images).flatten(0, 1)
         self.train_images = images.clone()
@@ -264,17 +270,19 @@ class IdentityTaskModule(LightningModule):
     def on_train_start(self) -> None:
         self._bare_steps = not hooks_in_the_way(self.trainer, self)
 
-    def training_step(self, batch: torch.Tensor, batch_idx: int) -> None:
+    def training_step(self, batch, batch_idx: int) -> None:
+        images, minibatch, _ = unpack_train_batch(batch)
+        if minibatch is None:  # a plain tensor loader: a part of the captured set is a minibatch
+            minibatch = len(images) * self.trainer.world_size < len(self.train_images)
         with cheap_cuda_checks(self.device):
-            loss = self._train_steps(batch)
+            loss = self._train_steps(images, minibatch)
         if self.trainer.progress_bar_callback is not None:
-            self.log("train/loss", loss, prog_bar=True, logger=False)
+            self.log("train/loss", loss, prog_bar=True, logger=False, batch_size=len(images))
 
-    def _train_steps(self, batch: torch.Tensor) -> torch.Tensor:
+    def _train_steps(self, batch: torch.Tensor, minibatch: bool) -> torch.Tensor:
         optimizer, scheduler = self.optimizers(), self.lr_schedulers()
         log_every = self.trainer.log_every_n_steps
         # A minibatch (a part of the training set) is worth one step: the next one is new.
-        minibatch = len(batch) * self.trainer.world_size < len(self.train_images)
         for _ in range(1 if minibatch else self._steps_this_call()):
             loss = F.mse_loss(self(batch), batch)
             optimizer.zero_grad(set_to_none=True)
@@ -460,6 +468,15 @@ class IdentityTaskModule(LightningModule):
             # same values; sync_dist only says so to Lightning.
             self.log_dict(scores, add_dataloader_idx=False, sync_dist=True)
             metric.reset()
+
+
+def unpack_train_batch(batch) -> tuple[torch.Tensor, bool | None, torch.Tensor | None]:
+    """(images, minibatch, whole) of a training batch: the data module's dict
+    (datamodules.single_example.train_batch), or a plain tensor of images from a loader of
+    one's own (minibatch and whole unknown: None)."""
+    if isinstance(batch, dict):
+        return batch["images"], bool(batch["minibatch"]), batch.get("whole")
+    return batch, None, None
 
 
 def _resize_train_images(module: IdentityTaskModule, state_dict: dict, prefix: str, *_) -> None:

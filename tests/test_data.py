@@ -260,15 +260,21 @@ def test_train_dataloader_streams_the_full_batch_forever(tiny_data):
     batches = list(itertools.islice(iter(dm.train_dataloader()), 5))
     assert len(batches) == 5
     for batch in batches:
-        assert batch.shape == (3, 1, 28, 28)
-        assert torch.equal(batch, dm.train_images)
+        assert batch["images"].shape == (3, 1, 28, 28) and batch["minibatch"] is False
+        assert torch.equal(batch["images"], dm.train_images)
+    # The first batch carries the whole set for the model to keep; the others do not repeat it.
+    assert torch.equal(batches[0]["whole"], dm.train_images)
+    assert all(batch["whole"] is None for batch in batches[1:])
 
 
-def test_train_batch_size_streams_random_minibatches_that_cover_each_pass(tiny_data, monkeypatch):
-    dm = tiny_data(num_train=10, train_batch_size=4)
+def test_train_batch_size_streams_random_minibatches_that_cover_each_pass(tiny_data):
+    dm = tiny_data(num_train=10, train_batch_size=4, shuffle_seed=0)
     dm.setup("fit")
-    monkeypatch.setenv("PL_GLOBAL_SEED", "0")  # what seed_everything(0) sets
-    batches = list(itertools.islice(iter(dm.train_dataloader()), 6))
+    stream = list(itertools.islice(iter(dm.train_dataloader()), 6))
+    assert all(batch["minibatch"] is True for batch in stream)
+    assert torch.equal(stream[0]["whole"], dm.train_images)
+    assert all(batch["whole"] is None for batch in stream[1:])
+    batches = [batch["images"] for batch in stream]
     rows = {tuple(image.flatten().tolist()): i for i, image in enumerate(dm.train_images)}
     picked = [[rows[tuple(image.flatten().tolist())] for image in batch] for batch in batches]
     assert all(len(batch) == 4 for batch in picked)
@@ -277,16 +283,30 @@ def test_train_batch_size_streams_random_minibatches_that_cover_each_pass(tiny_d
     passes = [picked[0] + picked[1], picked[2] + picked[3], picked[4] + picked[5]]
     assert all(len(set(images)) == 8 for images in passes)
     assert len({tuple(images) for images in passes}) == 3
-    again = next(iter(dm.train_dataloader()))
+    again = next(iter(dm.train_dataloader()))["images"]
     assert torch.equal(again, batches[0])
-    monkeypatch.setenv("PL_GLOBAL_SEED", "1")
-    assert not torch.equal(next(iter(dm.train_dataloader())), batches[0])
+    other = tiny_data(num_train=10, train_batch_size=4, shuffle_seed=1)
+    other.setup("fit")
+    assert not torch.equal(next(iter(other.train_dataloader()))["images"], batches[0])
+
+
+def test_the_command_line_links_the_shuffle_seed_to_the_runs_seed(data_root, tmp_path):
+    from identity_crisis.cli import IdentityCrisisCLI
+
+    def shuffle_seed(*args):
+        argv = ["--config", "configs/cnn.yaml", f"--data.root={data_root}", *args]
+        cli = IdentityCrisisCLI(args=[*argv, f"--run.root={tmp_path}"], run=False)
+        return cli.datamodule.hparams.shuffle_seed
+
+    assert shuffle_seed("--seed_everything=5") == 5
+    assert shuffle_seed("--seed_everything=0") == 0
 
 
 def test_train_batch_size_of_the_whole_set_is_the_full_batch(tiny_data):
     dm = tiny_data(num_train=3, train_batch_size=3)
     dm.setup("fit")
-    assert torch.equal(next(iter(dm.train_dataloader())), dm.train_images)
+    batch = next(iter(dm.train_dataloader()))
+    assert torch.equal(batch["images"], dm.train_images) and batch["minibatch"] is False
 
 
 def test_train_batch_size_above_the_training_images_is_refused(tiny_data):

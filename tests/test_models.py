@@ -278,7 +278,7 @@ class RecordBatches(Callback):
         self.batches = []
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        self.batches.append(batch.clone())
+        self.batches.append(batch["images"].clone())
 
 
 def test_minibatches_take_one_step_each_and_the_final_loss_is_over_every_image(tiny_data):
