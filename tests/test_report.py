@@ -760,3 +760,12 @@ def test_points_that_count_an_unfitted_net_are_open_rings_and_the_title_says_so(
     ]
     assert rings and all(list(line.get_xdata()) == [1] for line in rings)
     assert "open rings" not in plots.seeds_note([n for n in numbers if not plots.not_fitted(n)])
+
+
+def test_a_mechanism_note_only_where_some_seeds_keep_the_input_and_some_lose_it():
+    from identity_crisis.report.grouping import mechanism_note
+
+    assert mechanism_note({"label": "d20", "input_lost_at": [2, 3, 5]}) is None
+    assert mechanism_note({"label": "d16", "input_lost_at": [None, None]}) is None
+    note = mechanism_note({"label": "d12", "input_lost_at": [3, None]})
+    assert note.startswith("d12: 1 of 2 runs lose the input at a hidden layer (3)")

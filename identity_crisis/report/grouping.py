@@ -278,7 +278,7 @@ def mechanism_note(number: dict) -> str | None:
     the input at a hidden layer, some carry it through): their means mix two mechanisms."""
     lost = number["input_lost_at"]
     blind = [layer for layer in lost if layer is not None]
-    if not blind or len(blind) == len(lost) and len(set(blind)) == 1:
+    if not blind or len(blind) == len(lost):  # every seed lost it (at whatever layer)
         return None
     at = ", ".join(str(layer) for layer in sorted(set(blind)))
     return (
