@@ -51,6 +51,7 @@ from identity_crisis.commands import COMMANDS, LIGHTNING_COMMANDS
 from identity_crisis.commands import main as commands_main
 from identity_crisis.errors import ConfigError, disk_error
 from identity_crisis.jsonio import atomic_path
+from identity_crisis.options import given_value
 from identity_crisis.progress import ProgressLines, use_step_bar
 from identity_crisis.quiet import QuietProcesses, QuietWandbLogger, silence_third_party
 from identity_crisis.tracking import (
@@ -480,6 +481,7 @@ def user_error(error: BaseException, argv: list[str] = ()) -> str | None:
     if not isinstance(error, ArgumentError):
         return None
     text = str(error)
+    # The one message that names the model class; see PARSER_KEY for why this is a regex.
     unknown = re.search(r"class_path '([\w.]+)':\s+Option '(\w+)' is not accepted", text)
     if unknown:
         return _unknown_model_option(*unknown.groups())
@@ -505,7 +507,10 @@ def _unknown_model_option(class_path: str, option: str) -> str:
 
 
 # jsonargparse names the failing key (nested under "model" for a class's argument) and says
-# what the type wants; these pick out the key, the value and the rule, nothing else.
+# what the type wants; these pick out the key, the value and the rule, nothing else. They stay
+# regexes because its ArgumentError carries the message alone (no key, value or type), and the
+# type of a --model.* key is known only once the family is chosen, in the same parse that
+# failed; the app's own commands avoid them by trying each option alone (options.CommandParser).
 PARSER_KEY = re.compile(r'Parser key "([\w.]+)"')
 RESTRICTION = re.compile(r"Not of type \w+: (.*?)\s*does not conform to restriction (.+)")
 LITERAL = re.compile(r"Expected a typing\.Literal\[(.+?)\]\. Got value: (.*)")
@@ -547,15 +552,8 @@ def _type_error(text: str, argv: list[str] = ()) -> str | None:
 
 
 def _last_given(argv: list[str], option: str) -> str:
-    """The value of `--option` on the command line, the last one when it is given more than once
-    (the one that wins, and in a sweep cell the override after the file's value)."""
-    positions = [
-        i for i, a in enumerate(argv) if a == f"--{option}" or a.startswith(f"--{option}=")
-    ]
-    if not positions:
-        return ""
-    last = argv[positions[-1]]
-    return last.split("=", 1)[1] if "=" in last else (argv[positions[-1] + 1 :] or [""])[0]
+    """The value of `--option` on the command line, '' when it is not given (see given_value)."""
+    return given_value(argv, f"--{option}") or ""
 
 
 def wandb_args(argv: list[str]) -> list[str]:

@@ -18,7 +18,10 @@ from identity_crisis.tracking import EnvFileError, load_env_file
 COMMANDS = {
     "fit": ("identity_crisis.cli", "train a net on one image, then probe it on every test set"),
     "test": ("identity_crisis.cli", "re-probe a trained run's weights.ckpt, without training"),
-    "sweep": ("identity_crisis.sweep", "run a W&B sweep file offline: cells, locks, reruns"),
+    "sweep": (
+        "identity_crisis.sweep_command",
+        "run a W&B sweep file offline: cells, locks, reruns",
+    ),
     "agent": ("identity_crisis.wandb_agent", "a W&B sweep agent training each run in-process"),
     "report": ("identity_crisis.report", "tables and figures from run folders or a W&B sweep"),
     "theory": ("identity_crisis.theory", "check trained 1-layer nets against the closed forms"),

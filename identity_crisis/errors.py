@@ -4,18 +4,10 @@ raise their own (`lightning_modules.errors`, `datamodules.errors`)."""
 
 import argparse
 import errno
-import math
 
 
 class ConfigError(ValueError):
     """A value the user gave cannot work; the message names it and what would be valid."""
-
-
-def check_choice(name: str, value, valid) -> None:
-    if value not in valid:
-        raise ConfigError(
-            f"{name}={value!r} is not valid; choose one of {', '.join(map(str, valid))}"
-        )
 
 
 def check_positive(name: str, value, minimum: int | float = 1) -> None:
@@ -23,6 +15,8 @@ def check_positive(name: str, value, minimum: int | float = 1) -> None:
         raise ConfigError(f"{name}={value!r} is not valid; it must be >= {minimum}")
 
 
+# The commands parse their lists with jsonargparse (identity_crisis.options); these two remain
+# for benchmarks/bench_speed.py's argparse command line.
 def list_items(text: str) -> list[str]:
     """The entries of a list option, written as `fit` takes lists ('[7,14,20]') or bare
     ('7,14,20'); quotes and spaces around entries are dropped."""
@@ -40,19 +34,6 @@ def int_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not valid; give integers separated by commas, like [7,14,20] or 7,14,20"
         ) from None
-
-
-def gain_list(text: str) -> list[float]:
-    """argparse type of a list of positive, finite numbers ('[1,2.449]' or '1,2.449')."""
-    try:
-        values = [float(part) for part in list_items(text)]
-    except ValueError:
-        values = []
-    if not values or not all(0 < v < math.inf for v in values):
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not valid; give positive numbers separated by commas, like [1,2.449]"
-        )
-    return values
 
 
 # Errors of the disk, not of the code: said in one line naming the path, never a traceback.

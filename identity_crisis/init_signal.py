@@ -27,20 +27,15 @@ import argparse
 import sys
 
 import torch
+from jsonargparse.typing import PositiveInt
 
 from datamodules import SingleExampleDataModule
 from datamodules.errors import DataConfigError
 from identity_crisis import preflight
-from identity_crisis.errors import (
-    ConfigError,
-    check_choice,
-    check_positive,
-    gain_list,
-    int_list,
-    list_items,
-)
+from identity_crisis.errors import ConfigError, check_positive
+from identity_crisis.options import CommandParser
 from lightning_modules import CNN
-from lightning_modules.base import INITS
+from lightning_modules.base import INITS, Init, PositiveFiniteFloat
 from lightning_modules.errors import ModelConfigError
 
 
@@ -89,54 +84,91 @@ def measure(
     return rows
 
 
-def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+def command_parser() -> CommandParser:
+    parser = CommandParser(
         prog="identity-crisis init-signal",
         description="Input-dependent vs input-independent output of untrained CNNs.",
     )
     # Option names as `fit` spells the same setting; the older spellings still work.
-    parser.add_argument(
-        "--inits", default="default,xavier_uniform", help="e.g. [default,orthogonal]"
+    parser.option(
+        "--inits",
+        type=list[Init] | Init,
+        as_list=True,
+        default=["default", "xavier_uniform"],
+        help="e.g. [default,orthogonal]",
+        valid=f"give inits as a list, e.g. [default,orthogonal], from: {', '.join(INITS)}",
     )
-    parser.add_argument("--depths", type=int_list, default=[1, 5, 10, 15, 20], help="e.g. [5,20]")
-    parser.add_argument(
+    parser.option(
+        "--depths",
+        type=list[PositiveInt] | PositiveInt,
+        as_list=True,
+        default=[1, 5, 10, 15, 20],
+        help="e.g. [5,20]",
+        valid="give depths >= 1 as a list, e.g. [5,20]",
+    )
+    parser.option(
         "--gains",
-        type=gain_list,
+        type=list[PositiveFiniteFloat] | PositiveFiniteFloat,
+        as_list=True,
         default=[1.0],
         help="model.init_gain values: the init's weights times each, e.g. [1,1.414,2,2.449]",
+        valid="give positive finite numbers as a list, e.g. [1,2.449]",
     )
-    parser.add_argument("--model.channels", "--channels", dest="channels", type=int, default=128)
-    parser.add_argument(
-        "--model.kernel_size", "--kernel-size", dest="kernel_size", type=int, default=5
+    parser.option(
+        "--model.channels",
+        "--channels",
+        dest="channels",
+        type=int,
+        default=128,
+        valid="give an integer >= 1",
     )
-    parser.add_argument("--seed_everything", "--seed", dest="seed", type=int, default=0)
-    parser.add_argument(
+    parser.option(
+        "--model.kernel_size",
+        "--kernel-size",
+        dest="kernel_size",
+        type=int,
+        default=5,
+        valid="give an odd integer >= 1",
+    )
+    parser.option(
+        "--seed_everything", "--seed", dest="seed", type=int, default=0, valid="give an integer"
+    )
+    parser.option(
         "--data.test_size",
         "--test-size",
         dest="test_size",
         type=int,
         default=20,
         help="MNIST test digits used",
+        valid="give an integer >= 1",
     )
-    parser.add_argument(
+    parser.option(
         "--data.root",
         "--data-root",
         dest="data_root",
+        type=str | None,
         default=None,
         help="default: $IDC_DATA_DIR or ./data",
     )
-    args = parser.parse_args(argv)
-    args.inits = list_items(args.inits)
-    for init in args.inits:
-        check_choice("--inits entry", init, INITS)
+    return parser
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    """The options, typed and checked before anything runs; ConfigError names a bad one."""
+    args = command_parser().parse(argv)
+    check_values(args)
+    return args
+
+
+def check_values(args: argparse.Namespace) -> None:
+    """What the types cannot say: non-empty lists, an odd kernel, and a net and a test set that
+    fit in memory."""
     for option, given in (("--inits", args.inits), ("--depths", args.depths)):
         if not given:
             example = "[default]" if option == "--inits" else "[5,20]"
             raise ConfigError(
                 f"{option} is empty; give at least one entry, e.g. {option} {example}"
             )
-    for depth in args.depths:
-        check_positive("--depths entry", depth)
     check_positive("--data.test_size", args.test_size)
     check_positive("--model.channels", args.channels)
     if args.kernel_size < 1 or args.kernel_size % 2 == 0:
@@ -157,7 +189,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         f"a depth-{max(args.depths)} CNN of --model.channels={args.channels} "
         f"(--model.kernel_size={args.kernel_size}) on {args.test_size} images",
     )
-    return args
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -2,7 +2,7 @@
 
     identity-crisis sweep sweeps/fig3_cnn_depth.yaml --dry-run        # list the cells
     identity-crisis sweep sweeps/fig3_cnn_depth.yaml                  # every GPU, else every CPU
-    identity-crisis sweep sweeps/fig3_cnn_depth.yaml --gpus 0,1 --per-gpu 4
+    identity-crisis sweep sweeps/fig3_cnn_depth.yaml --gpus [0,1] --per-gpu 4
     identity-crisis sweep sweeps/fig3_cnn_depth.yaml --limit 3 --trainer.max_steps=10  # smoke test
 
 It reads the same YAML `wandb sweep` reads (`identity_crisis.sweep_file`), expands the grid (or
@@ -47,7 +47,6 @@ done; 2 a bad command line or sweep file (nothing ran).
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
@@ -55,7 +54,6 @@ import os
 import shlex
 import signal
 import subprocess
-import sys
 import threading
 import time
 import warnings
@@ -64,23 +62,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from identity_crisis import preflight, run_folder
+from identity_crisis import run_folder
 from identity_crisis.cell_processes import (
-    OVERRIDE,
     Worker,
     WorkerCell,
     in_process_argv,
     start_process,
     stop_all,
 )
-from identity_crisis.errors import ConfigError
-from identity_crisis.locks import LOCK_FILE, STALE_S, TAKEOVER_ENV, FolderLock, takeover_seconds
+from identity_crisis.locks import LOCK_FILE, FolderLock, takeover_seconds
 from identity_crisis.run_folder import (
     CELL_FAILED,
     CELL_LOG,
     CELL_RUN,
 )
-from identity_crisis.slots import choose_gpus, usable_cpus
+from identity_crisis.slots import usable_cpus
 from identity_crisis.sweep_file import (
     DEFAULT_OUT,
     Sweep,
@@ -88,7 +84,6 @@ from identity_crisis.sweep_file import (
     cell_id,
     expand,
     fill_command,
-    load_sweep,
 )
 from identity_crisis.verdict import clock, in_words, results_from_metrics
 
@@ -574,118 +569,3 @@ def cell_result(run_dir: Path) -> str:
 
 def _interrupted(record: dict) -> bool:
     return str(record.get("reason", "")).startswith("interrupted")
-
-
-def sweep_parser() -> tuple[argparse.ArgumentParser, list[str]]:
-    """The runner's parser, and its flags in order: the error for an unknown argument names them,
-    and argparse keeps its own list private."""
-    parser = argparse.ArgumentParser(
-        prog="identity-crisis sweep",
-        description="Run a W&B sweep file offline: a worker process per slot trains its cells one "
-        "after another. Extra --section.key=value arguments go to every cell "
-        "(e.g. --trainer.max_steps=10).",
-        allow_abbrev=False,
-    )
-    flags = ["--help"]
-
-    def flag(name: str, **kwargs) -> None:
-        flags.append(name)
-        parser.add_argument(name, **kwargs)
-
-    parser.add_argument("sweep_file", help="a sweep YAML, e.g. sweeps/fig3_cnn_depth.yaml")
-    flag("--out", default=DEFAULT_OUT, help=f"default {DEFAULT_OUT}")
-    flag(
-        "--gpus",
-        default=None,
-        help="GPU ids, e.g. 0,1, or none for CPU (default: every GPU this process can see, "
-        "from CUDA_VISIBLE_DEVICES or torch; CPU workers when there is none)",
-    )
-    flag("--per-gpu", type=int, default=1, help="runs at once on each GPU")
-    flag(
-        "--workers",
-        type=int,
-        default=None,
-        help="CPU runs at once, one thread each (default: the CPUs this process may use)",
-    )
-    flag("--limit", type=int, default=None, help="run at most this many cells")
-    flag("--seed", type=int, default=0, help="seed of a random sweep's draws")
-    flag("--dry-run", action="store_true", help="list the cells and commands")
-    flag(
-        "--isolate",
-        action="store_true",
-        help="a process of its own for every cell (each pays the imports and start-up again) "
-        "instead of a worker per slot",
-    )
-    flag(
-        "--takeover-s",
-        default=None,
-        metavar="SECONDS",
-        help="take over a cell whose runner on another host has written no heartbeat for this "
-        f"long (default ${TAKEOVER_ENV}, else {STALE_S:.0f}); a runner on this host that is gone "
-        "is taken over at once",
-    )
-    return parser, flags
-
-
-def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser, flags = sweep_parser()
-    args, extra = parser.parse_known_args(argv)
-    try:
-        args.takeover_s = takeover_seconds(args.takeover_s)
-    except ValueError as error:
-        parser.error(str(error))
-    for name in ("per_gpu", "workers", "limit"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            parser.error(f"--{name.replace('_', '-')}={value} is not valid; it must be >= 1")
-    wrong = next((arg for arg in extra if not OVERRIDE.match(arg)), None)
-    if wrong is not None:
-        parser.error(
-            f"unrecognized argument {wrong!r}: the runner's flags are {', '.join(flags)}; "
-            "anything else must be a --section.key=value override for every cell "
-            "(e.g. --trainer.max_steps=10) or --seed_everything=N"
-        )
-    args.extra = extra  # passed on to every cell, e.g. --trainer.max_steps=10
-    return args
-
-
-def main(argv: list[str] | None = None) -> None:
-    """`identity-crisis sweep FILE [options] [--key=value ...]`; extra --key=value arguments are
-    appended to every cell's command (they win over the sweep's values)."""
-    args = parse_args(sys.argv[1:] if argv is None else argv)
-    try:
-        sweep = load_sweep(args.sweep_file)
-        preflight.check_non_empty_path("--out", args.out)
-        preflight.check_writable(Path(args.out), "--out")
-        gpus = choose_gpus(args.gpus, args.workers)
-        runner = OfflineRunner(
-            sweep,
-            args.out,
-            gpus,
-            args.per_gpu,
-            args.workers,
-            args.limit,
-            args.seed,
-            args.extra,
-            isolate=args.isolate,
-            takeover_s=args.takeover_s,
-        )
-        runner.check()
-    except ConfigError as error:
-        print(f"identity-crisis sweep: error: {error}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:  # Ctrl-C while checking: nothing started
-        sys.exit(128 + signal.SIGINT)
-    if args.dry_run:
-        todo, done = runner.plan()
-        for cell in runner.cells:
-            mark = "done" if cell in done else "todo" if cell in todo else "later"
-            if mark != "done" and (cell.folder / LOCK_FILE).exists():
-                mark = "held"  # a runner has it now (or had it, if that runner was killed)
-            print(f"{cell.index:4d} {mark:5s} {shlex.join(runner.command(cell))}")
-        print(f"{len(runner.cells)} cells: {len(done)} done, {len(todo)} would run")
-        return
-    counts = runner.run()
-    if counts["signal"]:
-        sys.exit(128 + counts["signal"])
-    sys.exit(1 if counts["failed"] or counts["interrupted"] or counts["undone"] else 0)

@@ -16,7 +16,7 @@ from pytorch_lightning.loggers import CSVLogger
 
 from identity_crisis import slots, tracking
 from identity_crisis.cli import IdentityCrisisCLI
-from identity_crisis.errors import ConfigError, int_list, list_items
+from identity_crisis.errors import ConfigError
 from identity_crisis.progress import ProgressLines, StepBar
 from identity_crisis.sweep import cell_result
 from identity_crisis.trainer_defaults import TRAINER_DEFAULTS
@@ -73,9 +73,19 @@ def test_a_cell_line_reads_the_run_folders_metrics(tmp_path):
 # --- list syntax and option names shared by the commands --------------------------------------
 
 
-def test_lists_take_fits_bracket_syntax_and_the_bare_one():
-    assert int_list("[7,14, 20]") == int_list("7,14,20") == [7, 14, 20]
-    assert list_items("['default', xavier_uniform]") == ["default", "xavier_uniform"]
+def test_lists_take_fits_bracket_syntax_and_one_bare_value():
+    from identity_crisis.init_signal import parse_args as init_args
+    from identity_crisis.report import parse_args as report_args
+
+    assert init_args(["--depths=[7,14, 20]", "--inits=[default,orthogonal]"]).depths == [7, 14, 20]
+    assert init_args(["--depths", "20", "--inits", "orthogonal"]).inits == ["orthogonal"]
+    report = report_args(["runs", "--hidden", "[7,14,20]", "--key", "model.depth"])
+    assert (report.hidden, report.key) == ([7, 14, 20], ["model.depth"])
+    # The comma form of old is refused, naming the list syntax.
+    with pytest.raises(
+        ConfigError, match=r"--depths=7,14 is not valid; .* as a list, e.g. \[5,20\]"
+    ):
+        init_args(["--depths=7,14"])
 
 
 def test_init_signal_and_theory_take_the_option_names_fit_uses():

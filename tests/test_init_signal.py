@@ -30,17 +30,17 @@ def test_deep_default_init_starts_as_a_near_constant_and_xavier_does_not(tiny_da
 
 
 def test_the_command_prints_one_row_per_cell(capsys, data_root):
-    main([f"--data-root={data_root}", "--depths=1,3", "--channels=4", "--test-size=4"])
+    main([f"--data-root={data_root}", "--depths=[1,3]", "--channels=4", "--test-size=4"])
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
     assert len(rows) == 2 * (1 + 4)  # two tables: header + 2 inits x 2 depths
 
 
 def test_a_bad_init_is_refused_with_the_valid_ones_named(capsys):
     with pytest.raises(SystemExit) as exit:
-        main(["--inits=default,he"])
+        main(["--inits=[default,he]"])
     assert exit.value.code == 2
     err = capsys.readouterr().err
-    assert "'he'" in err and "xavier_uniform" in err
+    assert "--inits=[default,he] is not valid" in err and "xavier_uniform" in err
 
 
 def test_gains_scale_the_signal_at_init_as_the_trained_runs_measure_it(tiny_data):
@@ -60,7 +60,7 @@ def test_gains_scale_the_signal_at_init_as_the_trained_runs_measure_it(tiny_data
     assert net.layer_activity_of(inputs)["input_share"] == kaiming_scale["input_share"]
 
 
-@pytest.mark.parametrize("gains", ["0", "-1,2", "abc", "inf", ""])
+@pytest.mark.parametrize("gains", ["0", "[-1,2]", "abc", "inf", "[1,inf]", "", "1,2"])
 def test_a_gain_that_is_not_a_positive_number_is_refused(gains, capsys):
     with pytest.raises(SystemExit) as exit:
         main([f"--gains={gains}"])

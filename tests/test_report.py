@@ -500,7 +500,9 @@ BAD_ARGUMENTS = [
     (["--key", "model.deph"], "'model.deph'"),
     (["--seed", "7"], "--seed 7"),
     (["--hidden", "9"], "--hidden 9"),
-    (["--hidden", "x"], "'x'"),
+    (["--hidden", "x"], "--hidden=x is not valid"),
+    (["--hidden", "7,14"], "as a list, e.g. [7,14,20]"),
+    (["--key", "a,b"], "--key [a,b]"),
 ]
 
 
@@ -679,7 +681,7 @@ def test_init_share_draws_each_runs_net_again_as_init_signal_measures_it(
                 model_args={"init_gain": gain},
             )
     out = tmp_path / "report"
-    code, _, err = run_report(capsys, tmp_path / "sweeps", "--out", out, "--init-share", "1,2")
+    code, _, err = run_report(capsys, tmp_path / "sweeps", "--out", out, "--init-share", "[1,2]")
     assert code == 0, err
     report = json.loads((out / "report.json").read_text())
     assert report["transitions"]["key"] == "model.init_gain"

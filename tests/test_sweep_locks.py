@@ -13,7 +13,8 @@ import pytest
 
 from identity_crisis.locks import LOCK_FILE, STALE_S, TAKEOVER_ENV, FolderLock
 from identity_crisis.run_folder import CELL_DONE, write_cell_done, write_cell_failed
-from identity_crisis.sweep import WATCH_FILE, OfflineRunner, main, parse_args
+from identity_crisis.sweep import WATCH_FILE, OfflineRunner
+from identity_crisis.sweep_command import main, parse_args
 from identity_crisis.sweep_file import load_sweep
 from tests.test_sweeps import write_sweep
 

@@ -182,7 +182,7 @@ def test_theory_command_writes_the_numbers_the_functions_return(
 
         monkeypatch.setattr(theory, name, spy)
     out = tmp_path / "theory"
-    argv = ["--kernels", "1,3", "--test-size", "4", "--momentum", "auto", "--out", str(out)]
+    argv = ["--kernels", "[1,3]", "--test-size", "4", "--momentum", "auto", "--out", str(out)]
     theory.main([*argv, "--data.root", str(data_root)])
     printed = capsys.readouterr().out
     assert printed.rstrip().splitlines()[-1] == f"report: {out / 'theory.md'}"
@@ -207,11 +207,14 @@ def test_theory_command_writes_the_numbers_the_functions_return(
 @pytest.mark.parametrize(
     "argv, needle",
     [
-        (["--kernels", "3,4"], "kernel size 4 is even"),
+        (["--kernels", "[3,4]"], "kernel size 4 is even"),
         (["--kernels", "0"], "kernel size 0 is not valid"),
-        (["--kernels", "3,x"], "'x'"),
+        (["--kernels", "[3,x]"], "--kernels=[3,x] is not valid"),
+        (["--kernels", "3,5"], "as a list, e.g. [1,3,5]"),
+        (["--kernels", "[]"], "--kernels=[] is not valid"),
         (["--test-size", "0"], "--data.test_size=0"),
-        (["--momentum", "0.5"], "--momentum='0.5'"),
+        (["--momentum", "0.5"], "--momentum=0.5 is not valid; choose one of 0, auto"),
+        (["--tol", "1"], "--tol=1 is not valid; it must be in (0, 1)"),
         (["--bogus"], "--bogus"),
     ],
 )

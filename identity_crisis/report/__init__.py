@@ -1,8 +1,8 @@
 """`identity-crisis report`: the paper's figures and a summary table from many runs.
 
     identity-crisis report runs/sweeps/fig3_cnn_depth                     # an offline sweep
-    identity-crisis report runs/sweeps/fig3_cnn_depth --seed 1 --hidden 7,14,20 --out runs/fig3
-    identity-crisis report runs/sweeps/fig2_fcn --key model.depth --key model.activation
+    identity-crisis report runs/sweeps/fig3_cnn_depth --seed 1 --hidden [7,14,20] --out runs/fig3
+    identity-crisis report runs/sweeps/fig2_fcn --key [model.depth,model.activation]
     identity-crisis report --wandb-sweep ENTITY/PROJECT/SWEEP_ID          # a W&B sweep
 
 It collects every run folder (a folder with `metrics.json`) under each PATH and every sweep cell
@@ -43,9 +43,12 @@ import json
 import sys
 from pathlib import Path
 
+from jsonargparse.typing import PositiveInt
+
 from identity_crisis import preflight, run_folder
-from identity_crisis.errors import ConfigError, int_list
+from identity_crisis.errors import ConfigError
 from identity_crisis.jsonio import write_json, write_text
+from identity_crisis.options import CommandParser, HelpFormatter
 from identity_crisis.report.grouping import (
     Configuration,
     configuration_numbers,
@@ -215,69 +218,112 @@ def remove_previous_outputs(out: Path) -> None:
             (out / name).unlink(missing_ok=True)
 
 
-def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+def command_parser() -> CommandParser:
+    parser = CommandParser(
         prog="identity-crisis report",
         description="Figures and a summary table from run folders, offline sweeps or a W&B sweep.",
         # The module docstring's examples, as written.
         epilog="examples:\n" + __doc__.split("\n\n")[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
-    parser.add_argument("paths", nargs="*", metavar="PATH", help="folders holding run folders")
-    parser.add_argument(
+    parser.option(
+        "paths", nargs="*", type=str, default=[], metavar="PATH", help="folders holding run folders"
+    )
+    parser.option(
         "--redraw",
+        type=str | None,
         default=None,
         metavar="REPORT_FOLDER",
         help="draw an earlier report's figures again from its report.json (no runs needed)",
     )
-    parser.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
-    parser.add_argument(
-        "--replace", action="store_true", help="write over an earlier report in --out"
-    )
-    parser.add_argument(
-        "--key",
-        action="append",
-        default=[],
-        help="a swept key to order and plot by (repeat, or comma-separate; default: every key "
-        "that differs between runs)",
-    )
-    parser.add_argument("--seed", type=int, default=None, help="seed of the prediction grid")
-    parser.add_argument(
-        "--hidden", type=int_list, default=None, help="model.depth values of the hidden-map figures"
-    )
-    parser.add_argument(
-        "--init-share",
-        type=int_list,
-        default=None,
-        metavar="LAYERS",
-        help="also draw the input share at init of these hidden layers (e.g. 5,10,19) against "
-        "the transition key: each run's net drawn again at init with its seed, measured on 20 "
-        "MNIST test digits",
-    )
-    parser.add_argument(
+    parser.option("--out", type=str, default=DEFAULT_OUT, help="output folder")
+    parser.option("--replace", action="store_true", help="write over an earlier report in --out")
+    figure_options(parser)
+    parser.option(
         "--wandb-sweep",
+        type=str | None,
         default=None,
         metavar="ENTITY/PROJECT/ID",
         help="read a W&B sweep's runs and log the figures to a new W&B run",
     )
-    parser.add_argument(
+    parser.option(
         "--include-debug",
         action="store_true",
         help="count debugging runs (fast_dev_run, capped batches; metrics.json status debug) as "
         "results; left out by default",
     )
-    parser.add_argument(
+    parser.option(
         "--include-unfitted",
         action="store_true",
         help="count runs that did not fit in the means (still listed as problems)",
     )
-    args = parser.parse_args(argv)
-    if args.redraw and (args.paths or args.wandb_sweep):
-        parser.error("--redraw reads a report folder alone: give no PATH or --wandb-sweep")
-    if not args.paths and not args.wandb_sweep and not args.redraw:
-        parser.error("give at least one PATH or --wandb-sweep ENTITY/PROJECT/ID")
-    args.key = [k.strip() for arg in args.key for k in arg.split(",") if k.strip()]
+    return parser
+
+
+def figure_options(parser: CommandParser) -> None:
+    """The options that choose what the figures show."""
+    parser.option(
+        "--key",
+        type=list[str] | str,
+        as_list=True,
+        default=[],
+        help="the swept keys to order and plot by, e.g. [model.depth,model.activation] (default: "
+        "every key that differs between runs)",
+        valid="give config keys as a list, e.g. [model.depth,model.activation]",
+    )
+    parser.option(
+        "--seed",
+        type=int | None,
+        default=None,
+        help="seed of the prediction grid",
+        valid="give an integer",
+    )
+    parser.option(
+        "--hidden",
+        type=list[PositiveInt] | PositiveInt | None,
+        as_list=True,
+        default=None,
+        help="model.depth values of the hidden-map figures, e.g. [7,14,20]",
+        valid="give model.depth values as a list, e.g. [7,14,20]",
+    )
+    parser.option(
+        "--init-share",
+        type=list[PositiveInt] | PositiveInt | None,
+        as_list=True,
+        default=None,
+        metavar="LAYERS",
+        help="also draw the input share at init of these hidden layers (e.g. [5,10,19]) against "
+        "the transition key: each run's net drawn again at init with its seed, measured on 20 "
+        "MNIST test digits",
+        valid="give hidden layers (1, 2, ...) as a list, e.g. [5,10,19]",
+    )
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    """The options, typed and checked; a bad one is one line and exit 2."""
+    try:
+        args = command_parser().parse(argv)
+        check_args(args, argv)
+    except ConfigError as error:
+        print(f"identity-crisis report: error: {error}", file=sys.stderr)
+        sys.exit(2)
     return args
+
+
+def check_args(args: argparse.Namespace, argv: list[str]) -> None:
+    """What the types cannot say: which arguments go together, and keys as one list."""
+    if args.redraw and (args.paths or args.wandb_sweep):
+        raise ConfigError("--redraw reads a report folder alone: give no PATH or --wandb-sweep")
+    if not args.paths and not args.wandb_sweep and not args.redraw:
+        raise ConfigError("give at least one PATH or --wandb-sweep ENTITY/PROJECT/ID")
+    # A repeated --key would keep only its last value, as every list option does.
+    if sum(a == "--key" or a.startswith("--key=") for a in argv) > 1:
+        raise ConfigError("--key is given more than once; give the keys as one list, --key [a,b]")
+    joined = next((key for key in args.key if "," in key), None)
+    if joined is not None:
+        raise ConfigError(
+            f"--key={joined} is not valid; give several keys as a list, --key [{joined}]"
+        )
 
 
 def remove_empty_folders(root: Path) -> None:

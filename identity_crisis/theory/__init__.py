@@ -39,12 +39,16 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import Literal
+
+from jsonargparse.typing import OpenUnitInterval, PositiveInt
 
 from datamodules import SingleExampleDataModule
 from datamodules.errors import DataConfigError
 from datamodules.single_example import HEADLINE_TEST_SETS
 from identity_crisis import preflight
-from identity_crisis.errors import ConfigError, check_positive, list_items
+from identity_crisis.errors import ConfigError, check_positive
+from identity_crisis.options import CommandParser
 from identity_crisis.theory.checks import (
     CONVERGED,
     DEFAULT_KERNELS,
@@ -93,6 +97,7 @@ __all__ = [
     "THEORY_TEST_SETS",
     "check_cnn",
     "check_fcn",
+    "check_kernels",
     "cnn_limit",
     "cnn_predicted_error",
     "cnn_table",
@@ -109,7 +114,6 @@ __all__ = [
     "markdown_table",
     "null_space_projector",
     "parse_args",
-    "parse_kernels",
     "patch_matrix",
     "patch_rank",
     "run",
@@ -128,96 +132,101 @@ MAX_KERNEL = 2 * 28 - 1
 
 
 # --- the command ------------------------------------------------------------------------------
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, exit 2 (main), like the rest of the command
-        raise ConfigError(message)
-
-
-def parse_kernels(text: str) -> list[int]:
-    """'1,3,5' -> [1, 3, 5]; ConfigError naming the bad entry otherwise."""
-    kernels = []
-    for item in list_items(text):
-        try:
-            k = int(item)
-        except ValueError:
-            raise ConfigError(
-                f"--kernels={text}: {item!r} is not a kernel size; give odd integers, e.g. 1,3,5"
-            ) from None
+def check_kernels(kernels: list[int]) -> list[int]:
+    """The kernel sizes, each odd and at most MAX_KERNEL, once each; ConfigError otherwise."""
+    if not kernels:
+        raise ConfigError(
+            "--kernels=[] is not valid; give at least one odd kernel size, e.g. [1,3,5]"
+        )
+    shown = f"[{','.join(map(str, kernels))}]"
+    for k in kernels:
         try:
             _check_kernel_size(k)
         except ConfigError as error:
-            raise ConfigError(f"--kernels={text}: {error}") from None
+            raise ConfigError(f"--kernels={shown}: {error}") from None
         if k > MAX_KERNEL:
             # Beyond it the extra weights never meet the image, and the SVD of the k^2-column
             # patch matrix alone outgrows any memory (k = 1001: 8 TB).
             raise ConfigError(
-                f"--kernels={text}: kernel size {k} is not valid; it must be at most "
+                f"--kernels={shown}: kernel size {k} is not valid; it must be at most "
                 f"{MAX_KERNEL} (2 x 28 - 1: a larger kernel's outer weights never meet a "
                 "28 x 28 image)"
             )
-        kernels.append(k)
-    if not kernels:
-        raise ConfigError(
-            f"--kernels={text!r} is not valid; give at least one odd kernel size, e.g. 1,3,5"
-        )
     return list(dict.fromkeys(kernels))
 
 
-def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = _Parser(
+def command_parser() -> CommandParser:
+    parser = CommandParser(
         prog="identity-crisis theory",
         description="Check the closed-form theory of 1-layer FCNs and CNNs against trained nets.",
     )
-    parser.add_argument(
+    parser.option(
         "--kernels",
-        default=",".join(map(str, DEFAULT_KERNELS)),
-        help="odd CNN kernel sizes, comma-separated (default %(default)s)",
+        type=list[int] | int,
+        as_list=True,
+        default=list(DEFAULT_KERNELS),
+        help="odd CNN kernel sizes, a list like [1,3,5]",
+        valid="give odd kernel sizes as a list, e.g. [1,3,5]",
     )
-    parser.add_argument(
-        "--data.root", dest="data_root", default=None, help="data root (default $IDC_DATA_DIR)"
+    parser.option(
+        "--data.root",
+        dest="data_root",
+        type=str | None,
+        default=None,
+        help="data root (default $IDC_DATA_DIR)",
     )
-    parser.add_argument(
+    parser.option(
         "--data.test_size",
         "--test-size",
         dest="test_size",
         type=int,
         default=100,
         help="images per test set",
+        valid="give an integer >= 1",
     )
-    parser.add_argument("--out", default=DEFAULT_OUT, help="report folder (default %(default)s)")
-    parser.add_argument(
+    parser.option("--out", type=str, default=DEFAULT_OUT, help="report folder")
+    parser.option(
         "--replace", action="store_true", help="write over an earlier theory report in --out"
     )
-    parser.add_argument(
+    parser.option(
         "--seed_everything",
         "--seed",
         dest="seed",
         type=int,
         default=0,
         help="seed of the initial weights",
+        valid="give an integer",
     )
-    parser.add_argument(
+    parser.option(
         "--momentum",
+        type=Literal[0, "auto"],
         default="auto",
         help="auto (heavy ball tuned from the spectrum, default: every k reaches its limit) or 0 "
         "(plain gradient descent: large kernels stop short of the limit within --max-steps)",
+        valid="choose one of 0, auto",
     )
-    parser.add_argument(
+    parser.option(
         "--max-steps",
-        type=int,
+        type=PositiveInt,
         default=DEFAULT_MAX_STEPS,
-        help="most SGD steps per CNN (default %(default)s)",
+        help="most SGD steps per CNN",
+        valid="give an integer >= 1",
     )
-    parser.add_argument(
+    parser.option(
         "--tol",
-        type=float,
+        type=OpenUnitInterval,
         default=DEFAULT_TOL,
-        help="relative kernel error the step rule aims at (default %(default)g)",
+        help="relative kernel error the step rule aims at",
+        valid="it must be in (0, 1)",
     )
-    args = parser.parse_args(argv)
-    args.kernels = parse_kernels(args.kernels)
+    return parser
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    """The options, typed and checked before anything runs; ConfigError names a bad one."""
+    args = command_parser().parse(argv)
+    args.kernels = check_kernels(args.kernels)
     check_positive("--data.test_size", args.test_size)
-    check_positive("--max-steps", args.max_steps)
     preflight.check_seed(args.seed)
     preflight.check_non_empty_path("--out", args.out)
     preflight.check_image_memory(
@@ -226,11 +235,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         args.test_size * len(THEORY_TEST_SETS),
         (1, 28, 28),
     )
-    if not 0 < args.tol < 1:
-        raise ConfigError(f"--tol={args.tol!r} is not valid; it must be in (0, 1)")
-    if args.momentum not in ("0", "auto"):
-        raise ConfigError(f"--momentum={args.momentum!r} is not valid; choose one of 0, auto")
-    args.momentum = 0.0 if args.momentum == "0" else "auto"
+    args.momentum = 0.0 if args.momentum == 0 else "auto"
     return args
 
 
