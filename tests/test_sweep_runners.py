@@ -70,7 +70,7 @@ def test_runners_at_once_train_every_cell_exactly_once(tmp_path, data_root, runn
 
 @pytest.mark.parametrize(
     "gpus, slots",
-    [(None, "--workers 1"), ("3", "--gpus 3 --per-gpu 1")],
+    [(None, "--workers 1"), ("3", "--gpus [3] --per-gpu 1")],
 )
 def test_the_slurm_offline_script_runs_one_runner_per_task(gpus, slots):
     env = {k: v for k, v in os.environ.items() if k not in ("SWEEP_FILE", "CUDA_VISIBLE_DEVICES")}
