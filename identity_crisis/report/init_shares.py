@@ -20,7 +20,7 @@ from datamodules.errors import DataConfigError
 from identity_crisis.errors import ConfigError
 from identity_crisis.report.grouping import Configuration, make_label
 from identity_crisis.report.plots import XAxis, line_colours, new_figure
-from lightning_modules import FAMILIES
+from lightning_modules import FAMILIES, family_of
 
 # Input shares this small are zero up to float rounding: drawn at the floor of the log axis.
 FLOOR = 1e-18
@@ -37,7 +37,7 @@ def model_options(config: dict) -> dict:
 @torch.no_grad()
 def shares_at_init(config: dict, seed: int, inputs: torch.Tensor) -> list[float]:
     """A run's net at init, drawn with its seed: the input share of each hidden layer."""
-    family = FAMILIES.get(str(config.get("model.class_path", "")).rsplit(".", 1)[-1])
+    family = family_of(config.get("model.class_path", ""))
     if family is None:
         raise ConfigError(
             f"--init-share: model.class_path {config.get('model.class_path')!r} is not a model "
