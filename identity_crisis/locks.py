@@ -5,14 +5,18 @@ or failed). The file says who holds it:
 
     {"token": ..., "pid": 4242, "host": "node17", "pidns": "pid:[4026531836]",
      "pid_start": "123456", "started": 1767225600.0, "heartbeat": 1767225610.0,
-     "takeover_s": 120.0}
+     "takeover_s": 120.0, "cell_pid": 4250, "cell_pid_start": "123460"}
+
+(`cell_pid`: the process that trains the cell, a worker or the cell's own, once it started.)
 
 and the owner rewrites `heartbeat` every HEARTBEAT_S seconds (more often under a takeover time
 below 4 x HEARTBEAT_S). Another runner skips a held cell, and takes the lock over only when its
 owner is gone:
 
 - on the same host (same hostname and PID namespace), the owner's process no longer exists (or
-  is a zombie, or its PID now belongs to a process started at another time); or
+  is a zombie, or its PID now belongs to a process started at another time), and neither does
+  the cell's process: a worker outlives a SIGKILLed runner by up to a second (it watches for
+  it), and a taker that started then would train the cell beside it; or
 - on any host, its heartbeat is older than the takeover time: the larger of the taker's and the
   one the owner wrote, so a runner given a short one never judges an owner that beats slower.
   STALE_S by default, or $IDC_SWEEP_TAKEOVER_S, or the runner's --takeover-s. Hosts sharing a
@@ -119,6 +123,7 @@ class FolderLock:
         self.started = time.time()
         self.beat = 0.0  # time of the last heartbeat written
         self.took_over: str | None = None  # why the previous owner was judged gone, if any
+        self.cell_process: tuple[int, str | None] | None = None  # (pid, start time)
 
     def record(self) -> dict:
         stat = _proc_stat(os.getpid()) if sys.platform.startswith("linux") else None
@@ -132,6 +137,8 @@ class FolderLock:
             "heartbeat": time.time(),
             # What the owner promised to beat within, for a taker with a shorter takeover time.
             "takeover_s": self.stale_s if math.isfinite(self.stale_s) else None,
+            "cell_pid": self.cell_process[0] if self.cell_process else None,
+            "cell_pid_start": self.cell_process[1] if self.cell_process else None,
         }
 
     def _private_copy(self) -> Path:
@@ -219,7 +226,12 @@ class FolderLock:
         pid, host = owner.get("pid"), owner.get("host")
         same_host = host == socket.gethostname() and owner.get("pidns") == _pid_namespace()
         if same_host and isinstance(pid, int) and not process_alive(pid, owner.get("pid_start")):
-            return f"its runner (pid {pid} on {host}) is gone"
+            cell_pid = owner.get("cell_pid")
+            if not isinstance(cell_pid, int) or not process_alive(
+                cell_pid, owner.get("cell_pid_start")
+            ):
+                return f"its runner (pid {pid} on {host}) is gone"
+            return None  # its cell still trains, for a moment: taken over once that ended too
         beat, promised = owner.get("heartbeat"), owner.get("takeover_s")
         silent = now - beat if isinstance(beat, int | float) else float("inf")
         stale_s = max(self.stale_s, promised if isinstance(promised, int | float) else 0.0)
@@ -242,6 +254,14 @@ class FolderLock:
             return True
         finally:
             marker.unlink(missing_ok=True)
+
+    def set_cell_process(self, pid: int) -> None:
+        """Name the process that trains the cell in the record (written at once): a taker waits
+        for it as well as for the runner."""
+        stat = _proc_stat(pid) if sys.platform.startswith("linux") else None
+        self.cell_process = (pid, stat[1] if stat else None)
+        if self.held and self.owns():
+            os.replace(self._private_copy(), self.path)
 
     def owns(self) -> bool:
         owner, _ = self.read()

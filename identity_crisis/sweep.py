@@ -429,6 +429,7 @@ class OfflineRunner:
         except BaseException:
             log.close()
             raise
+        lock.set_cell_process(proc.pid)
         return Job(proc, cell, lock, log, command, time.time())
 
     def _in_worker(self, slot: int, env: dict, log: IO[str], argv: list[str], cell: Cell):

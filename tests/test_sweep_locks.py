@@ -54,6 +54,10 @@ def test_a_free_lock_is_taken_once_held_with_a_heartbeat_and_released(tmp_path):
     [
         ({"pid": "dead"}, True),  # this host, the runner's process is gone
         ({"pid_start": "1"}, True),  # this host, the PID now belongs to a newer process
+        # the runner is gone, its cell's process (a worker) not yet: it could still write there
+        ({"pid": "dead", "cell_pid": "alive"}, False),
+        ({"pid": "dead", "cell_pid": "dead"}, True),
+        ({"pid": "dead", "cell_pid": "alive", "cell_pid_start": "1"}, True),  # PID reused
         ({}, False),  # this host, alive (this very process)
         ({"host": "elsewhere"}, False),  # another host, heartbeat fresh
         ({"host": "elsewhere", "heartbeat": time.time() - STALE_S - 5}, True),  # silent
@@ -61,8 +65,8 @@ def test_a_free_lock_is_taken_once_held_with_a_heartbeat_and_released(tmp_path):
     ],
 )
 def test_a_lock_is_taken_over_only_when_its_owner_is_gone(tmp_path, changes, taken):
-    if changes.get("pid") == "dead":
-        changes = {"pid": dead_pid()}
+    pids = {"dead": dead_pid(), "alive": os.getpid()}
+    changes = {k: pids.get(v, v) if k in ("pid", "cell_pid") else v for k, v in changes.items()}
     planted = plant(tmp_path / "cell", **changes)
     lock = FolderLock(tmp_path / "cell")
     assert lock.acquire() == taken

@@ -196,16 +196,32 @@ def attempts(cell: Path) -> int:
     return sum(line.startswith("$ ") for line in cell_log(cell).splitlines())
 
 
+SCORED = "final training MSE "
+
+
 def trainings(cell: Path) -> int:
     """How many runs of the cell trained and scored to the end: `fit` prints its results table
     (`final training MSE ...`) only then; an interrupted run does not."""
-    return sum(line.startswith("final training MSE ") for line in cell_log(cell).splitlines())
+    return sum(line.startswith(SCORED) for line in cell_log(cell).splitlines())
+
+
+def scored_attempts(cell: Path) -> list[bool]:
+    """Per start of the cell, in order: whether that run printed its results."""
+    scored: list[bool] = []
+    for line in cell_log(cell).splitlines():
+        if line.startswith("$ "):
+            scored.append(False)
+        elif line.startswith(SCORED) and scored:
+            scored[-1] = True
+    return scored
 
 
 def training_now(cell: Path) -> bool:
-    """A runner holds the cell and its current attempt has started training."""
+    """A runner holds the cell and its current attempt is training: started, no results yet (a
+    stop after the results and before done.json is a different case, retrained by design)."""
     last = cell_log(cell).rsplit("\n$ ", 1)[-1]
-    return (cell / "lock.json").is_file() and not (cell / CELL_DONE).is_file() and "(group" in last
+    held = (cell / "lock.json").is_file() and not (cell / CELL_DONE).is_file()
+    return held and "(group" in last and SCORED not in last
 
 
 TINY = {
