@@ -5,6 +5,7 @@
     python benchmarks/bench_speed.py --device cuda --out bench_cuda.json
     python benchmarks/bench_speed.py --threads 1 --repeats 5
     python benchmarks/bench_speed.py --sections [1,3]          # only sections 1 and 3
+    python benchmarks/bench_speed.py --dry-run --device cuda   # parse the options, measure nothing
 
 Run it from anywhere on an otherwise idle machine, with the data root in $IDC_DATA_DIR (MNIST and
 Fashion-MNIST). Every number is a median over `--repeats` repeats (3; 2 with --quick), printed
@@ -65,7 +66,6 @@ one per core); section 3 starts subprocesses as the sweep runner does.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
 import json
@@ -79,12 +79,14 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
+from typing import Literal
 
 import pytorch_lightning
 import torch
 import torch.nn.functional as F
 import wandb
 import yaml
+from jsonargparse.typing import PositiveInt, restricted_number_type
 from pytorch_lightning import Callback, Trainer
 from speed_tables import FIG3_STEPS, print_report, stats
 from torch import nn
@@ -92,7 +94,8 @@ from torch import nn
 from datamodules import SingleExampleDataModule
 from identity_crisis import run_folder
 from identity_crisis.callbacks import ProbePanels, RunSummary
-from identity_crisis.errors import int_list
+from identity_crisis.errors import ConfigError
+from identity_crisis.options import CommandParser
 from identity_crisis.quiet import QuietWandbLogger
 from identity_crisis.sweep import OfflineRunner
 from identity_crisis.sweep_file import load_sweep
@@ -101,6 +104,7 @@ from lightning_modules import CNN, FCN
 from lightning_modules.step_path import cheap_cuda_checks
 
 REPO = Path(__file__).resolve().parent.parent
+Section = restricted_number_type("Section", int, [(">=", 1), ("<=", 4)])
 MODELS = {  # name: (class, arguments); the config files' defaults otherwise
     "cnn-d1-c128": (CNN, {"depth": 1, "channels": 128}),
     "cnn-d5-c128": (CNN, {"depth": 5, "channels": 128}),
@@ -477,23 +481,54 @@ def evaluation(names, test_size, device, repeats, root: str) -> dict:
 
 
 # --- main --------------------------------------------------------------------------------------
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def command_parser() -> CommandParser:
+    """The app's commands' parser (identity_crisis.options): their list syntax, their errors."""
+    parser = CommandParser(prog="bench_speed.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="few steps, small sets: a check")
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    parser.add_argument("--out", default=None, help="JSON file for every raw number")
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    parser.add_argument("--repeats", type=int, default=None, help="default 3 (2 with --quick)")
     parser.add_argument(
-        "--sections", type=int_list, default=[1, 2, 3, 4], help="which sections, e.g. [1,3]"
+        "--dry-run", action="store_true", help="parse the command line, measure nothing"
     )
-    parser.add_argument(
+    parser.option(
+        "--device", type=Literal["cpu", "cuda"], default="cpu", valid="choose one of cpu, cuda"
+    )
+    parser.add_argument("--out", type=str | None, default=None, help="JSON file of raw numbers")
+    parser.option(
+        "--threads", type=PositiveInt, default=torch.get_num_threads(), valid="give an integer >= 1"
+    )
+    parser.option(
+        "--repeats",
+        type=PositiveInt | None,
+        default=None,
+        help="default 3 (2 with --quick)",
+        valid="give an integer >= 1",
+    )
+    parser.option(
+        "--sections",
+        type=list[Section] | Section,
+        as_list=True,
+        default=[1, 2, 3, 4],
+        help="which sections, e.g. [1,3]",
+        valid="give sections from 1-4 as a list, e.g. [1,3]",
+    )
+    parser.option(
         "--clock",
-        choices=("wall", "cpu"),
+        type=Literal["wall", "cpu"],
         default="wall",
         help="section 1's clock: wall time, or this process's CPU time (a loaded machine)",
+        valid="choose one of wall, cpu",
     )
-    args = parser.parse_args()
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        args = command_parser().parse(sys.argv[1:] if argv is None else argv)
+    except ConfigError as error:
+        print(f"bench_speed.py: {error}", file=sys.stderr)
+        sys.exit(2)  # a usage error, as argparse's
+    if args.dry_run:
+        print("arguments parsed; nothing measured (dry run)")
+        return
     args.sections = set(args.sections)
     if args.device == "cuda" and not torch.cuda.is_available():
         print("CUDA is not available on this machine: nothing measured (use --device cpu).")

@@ -2,7 +2,6 @@
 turns into a one-line message instead of a traceback. The model families and the data module
 raise their own (`lightning_modules.errors`, `datamodules.errors`)."""
 
-import argparse
 import errno
 
 
@@ -13,27 +12,6 @@ class ConfigError(ValueError):
 def check_positive(name: str, value, minimum: int | float = 1) -> None:
     if value is None or value < minimum:
         raise ConfigError(f"{name}={value!r} is not valid; it must be >= {minimum}")
-
-
-# The commands parse their lists with jsonargparse (identity_crisis.options); these two remain
-# for benchmarks/bench_speed.py's argparse command line.
-def list_items(text: str) -> list[str]:
-    """The entries of a list option, written as `fit` takes lists ('[7,14,20]') or bare
-    ('7,14,20'); quotes and spaces around entries are dropped."""
-    text = text.strip()
-    if text.startswith("[") and text.endswith("]"):
-        text = text[1:-1]
-    return [part.strip().strip("'\"") for part in text.split(",") if part.strip()]
-
-
-def int_list(text: str) -> list[int]:
-    """argparse type of an integer list ('[7,14,20]' or '7,14,20'); argparse names the option."""
-    try:
-        return [int(part) for part in list_items(text)]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not valid; give integers separated by commas, like [7,14,20] or 7,14,20"
-        ) from None
 
 
 # Errors of the disk, not of the code: said in one line naming the path, never a traceback.

@@ -15,7 +15,7 @@
 # $OUT/gpu_check_summary.md; each step's output goes to $OUT/logs/<step>.log.
 #
 # --dry-run parses every command as the real run would, without training: fit with
-# --print_config, the benchmark up to its argument parsing, the sweep with --dry-run (which
+# --print_config, the benchmark with --dry-run (it parses its options), the sweep with --dry-run (which
 # parses every cell). Without a GPU, the sweep is parsed with --gpus none (the ids go unchecked).
 #
 # Environment:
@@ -132,22 +132,6 @@ read -ra fit_extra <<<"${GPU_CHECK_FIT_ARGS:-}"
 read -ra bench_extra <<<"${GPU_CHECK_BENCH_ARGS:-}"
 read -ra sweep_extra <<<"${GPU_CHECK_SWEEP_ARGS:-}"
 
-# The benchmark has no parse-only flag: replace argparse's parse_args by one that parses (a bad
-# option or value exits 2 as in a real run) and then stops the script before it measures.
-bench_parse_only='
-import argparse, os, runpy, sys
-parse = argparse.ArgumentParser.parse_args
-def parse_only(self, *args, **kwargs):
-    parse(self, *args, **kwargs)
-    print("arguments parsed; nothing measured (dry run)")
-    raise SystemExit(0)
-argparse.ArgumentParser.parse_args = parse_only
-sys.argv = sys.argv[1:]
-sys.path.insert(0, os.path.dirname(os.path.abspath(sys.argv[0])))
-runpy.run_path(sys.argv[0], run_name="__main__")
-sys.exit(f"{sys.argv[0]} ended without parsing its arguments: the dry run cannot check it")
-'
-
 gpus=0
 if wants device; then
     run_step device 60 "$PYTHON" -c '
@@ -204,9 +188,8 @@ if wants bench; then
     command=(benchmarks/bench_speed.py --quick --device cuda --out "$OUT/bench_cuda.json")
     command+=("${bench_extra[@]}")
     if [[ "$dry" == 1 ]]; then
-        run_step bench "${GPU_CHECK_BENCH_TIMEOUT:-190}" "$PYTHON" -c "$bench_parse_only" \
-            "${command[@]}"
-        record bench "command line parses (argparse only)"
+        run_step bench "${GPU_CHECK_BENCH_TIMEOUT:-190}" "$PYTHON" "${command[@]}" --dry-run
+        record bench "command line parses (--dry-run)"
     else
         run_step bench "${GPU_CHECK_BENCH_TIMEOUT:-190}" "$PYTHON" "${command[@]}"
         result="$("$PYTHON" - "$OUT/bench_cuda.json" <<'EOF'
