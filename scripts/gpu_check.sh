@@ -15,8 +15,8 @@
 # $OUT/gpu_check_summary.md; each step's output goes to $OUT/logs/<step>.log.
 #
 # --dry-run parses every command as the real run would, without training: fit with
-# --print_config, the benchmark with --dry-run (it parses its options), the sweep with --dry-run (which
-# parses every cell). Without a GPU, the sweep is parsed with --gpus none (the ids go unchecked).
+# --print_config, the benchmark and the sweep with their own --dry-run (the sweep's parses every
+# cell). Without a GPU, the sweep is parsed with --gpus none (the ids go unchecked).
 #
 # Environment:
 #   OUT                  results folder (default ./gpu_check_out); must not hold an earlier check
