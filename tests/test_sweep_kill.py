@@ -148,9 +148,10 @@ def test_each_stop_signal_mid_grid_then_a_rerun_loses_and_repeats_nothing(tmp_pa
 def test_a_runner_killed_mid_cell_leaves_its_cell_to_the_survivor(tmp_path, data_root):
     """Two runners share six cells; one is SIGKILLed while it trains a cell the other has already
     walked past. The survivor comes back for it and ends with the whole sweep done."""
-    # Cells long enough (a few seconds) that the kill lands in training, not in the moment
-    # between a run's results and the runner's done.json, even on an idle machine.
-    path = write_sweep(tmp_path, tiny_cells(steps=3000, seeds=6))
+    # Cells that train for seconds (3000 steps took about one here): the test must catch the
+    # victim training a cell the survivor has already walked past, and with one-second
+    # trainings it missed every one in 1 of 4 runs, the victim ending its share first.
+    path = write_sweep(tmp_path, tiny_cells(steps=15000, seeds=6))
     out, root = tmp_path / "out", f"--data.root={data_root}"
     sweep_dir = out / "tiny"
     logs = [tmp_path / "survivor.log", tmp_path / "victim.log"]
