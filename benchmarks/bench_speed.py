@@ -524,7 +524,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         args = command_parser().parse(sys.argv[1:] if argv is None else argv)
     except ConfigError as error:
-        print(f"bench_speed.py: {error}", file=sys.stderr)
+        print(f"bench_speed.py: error: {error}", file=sys.stderr)
         sys.exit(2)  # a usage error, as argparse's
     if args.dry_run:
         print("arguments parsed; nothing measured (dry run)")

@@ -85,6 +85,13 @@ def _proc_stat(pid: int) -> tuple[str, str] | None:
     return fields[0], fields[19]  # state is field 3, starttime field 22
 
 
+def _process_start(pid: int) -> str | None:
+    """A process's start time (Linux: from /proc), with its pid the process's identity; None
+    elsewhere or when it is gone."""
+    stat = _proc_stat(pid) if sys.platform.startswith("linux") else None
+    return stat[1] if stat else None
+
+
 def _pid_namespace() -> str | None:
     try:
         return os.readlink("/proc/self/ns/pid")
@@ -126,13 +133,12 @@ class FolderLock:
         self.cell_process: tuple[int, str | None] | None = None  # (pid, start time)
 
     def record(self) -> dict:
-        stat = _proc_stat(os.getpid()) if sys.platform.startswith("linux") else None
         return {
             "token": self.token,
             "pid": os.getpid(),
             "host": socket.gethostname(),
             "pidns": _pid_namespace(),
-            "pid_start": stat[1] if stat else None,
+            "pid_start": _process_start(os.getpid()),
             "started": self.started,
             "heartbeat": time.time(),
             # What the owner promised to beat within, for a taker with a shorter takeover time.
@@ -258,10 +264,8 @@ class FolderLock:
     def set_cell_process(self, pid: int) -> None:
         """Name the process that trains the cell in the record (written at once): a taker waits
         for it as well as for the runner."""
-        stat = _proc_stat(pid) if sys.platform.startswith("linux") else None
-        self.cell_process = (pid, stat[1] if stat else None)
-        if self.held and self.owns():
-            os.replace(self._private_copy(), self.path)
+        self.cell_process = (pid, _process_start(pid))
+        self.heartbeat(every_s=0.0)  # the record rewritten now, if the lock is still ours
 
     def owns(self) -> bool:
         owner, _ = self.read()

@@ -193,7 +193,7 @@ def cell_log(cell: Path) -> str:
 
 def attempts(cell: Path) -> int:
     """How many times a runner started the cell: each start appends `$ <command>` to its log."""
-    return sum(line.startswith("$ ") for line in cell_log(cell).splitlines())
+    return len(scored_attempts(cell))
 
 
 SCORED = "final training MSE "
